@@ -1,0 +1,51 @@
+-- The bookstore's own tables (SPEC §2): users and their balances, stores and their stock,
+-- orders and their lines. Apps may add columns; the package relies on the ones below.
+
+create table public."user" (
+  user_id text primary key,
+  balance bigint not null default 0 check (balance >= 0)
+);
+
+create table public.user_store (
+  store_id text primary key,
+  user_id text not null references public."user"
+);
+
+create table public.store (
+  store_id text references public.user_store,
+  book_id text,
+  stock_level integer not null check (stock_level >= 0),
+  primary key (store_id, book_id)
+);
+
+create table public.new_order (
+  order_id text primary key,
+  user_id text not null references public."user",
+  store_id text not null references public.user_store,
+  state smallint not null default 0,
+  created_at timestamptz not null default now(),
+  paid_at timestamptz,
+  shipped_at timestamptz,
+  received_at timestamptz,
+  cancelled_at timestamptz,
+  pay_deadline timestamptz,
+  receipt_deadline timestamptz
+);
+
+comment on column public.new_order.state is
+  '0 unpaid, 1 paid, 2 shipped, 3 received, 4 cancelled; transitions are guarded by order_automation triggers';
+
+create table public.new_order_detail (
+  order_id text references public.new_order,
+  book_id text,
+  count integer not null check (count > 0),
+  price bigint not null check (price >= 0),
+  primary key (order_id, book_id)
+);
+
+-- What the automation probes every tick: only the orders that can still become due are indexed,
+-- so a tick with nothing due is an index probe however large the table grows.
+create index new_order_pay_deadline_due on public.new_order (pay_deadline) where state = 0;
+create index new_order_receipt_deadline_due on public.new_order (receipt_deadline) where state = 2;
+create index new_order_user_id on public.new_order (user_id);
+create index new_order_store_id on public.new_order (store_id);

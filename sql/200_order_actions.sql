@@ -1,0 +1,76 @@
+-- Typed entry points of the lifecycle for apps: place, pay, ship, confirm receipt, cancel.
+-- They add no rule of their own (the triggers enforce the lifecycle); they name the cause and the order.
+
+create function order_automation.set_order_state(order_id text, to_state smallint, cause text)
+returns public.new_order
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  changed public.new_order;
+begin
+  perform set_config('order_automation.cause', set_order_state.cause, true);
+  update public.new_order o set state = set_order_state.to_state
+   where o.order_id = set_order_state.order_id
+  returning o.* into changed;
+  perform set_config('order_automation.cause', '', true);
+  if changed.order_id is null then
+    raise exception using errcode = 'OA005', message = format('order %s does not exist', set_order_state.order_id);
+  end if;
+  return changed;
+end $$;
+comment on function order_automation.set_order_state(text, smallint, text) is
+  'Moves one order to to_state, recording cause in order_event; the lifecycle triggers decide whether it may';
+
+create function order_automation.place_order(order_id text, user_id text, store_id text, items jsonb)
+returns public.new_order
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  placed public.new_order;
+begin
+  if jsonb_typeof(place_order.items) is distinct from 'array' or jsonb_array_length(place_order.items) = 0 then
+    raise exception using errcode = 'OA006',
+      message = format('order %s: items must be a non-empty JSON array of {"book_id", "count", "price"}', place_order.order_id);
+  end if;
+  perform set_config('order_automation.cause', 'place_order', true);
+  insert into public.new_order (order_id, user_id, store_id)
+  values (place_order.order_id, place_order.user_id, place_order.store_id)
+  returning * into placed;
+  insert into public.new_order_detail (order_id, book_id, count, price)
+  select place_order.order_id, i.book_id, i.count, i.price
+    from jsonb_to_recordset(place_order.items) as i(book_id text, count integer, price bigint);
+  perform set_config('order_automation.cause', '', true);
+  return placed;
+end $$;
+comment on function order_automation.place_order(text, text, text, jsonb) is
+  'Places an unpaid order with its lines ([{"book_id","count","price"}]) and reserves the books; OA002 when stock is short';
+
+create function order_automation.pay_order(order_id text) returns public.new_order
+language sql
+set search_path = pg_catalog, pg_temp
+as $$ select order_automation.set_order_state(pay_order.order_id, 1::smallint, 'pay_order') $$;
+comment on function order_automation.pay_order(text) is
+  'Pays an unpaid order from the buyer''s balance; OA003 when the balance is short, OA001 when not unpaid';
+
+create function order_automation.ship_order(order_id text) returns public.new_order
+language sql
+set search_path = pg_catalog, pg_temp
+as $$ select order_automation.set_order_state(ship_order.order_id, 2::smallint, 'ship_order') $$;
+comment on function order_automation.ship_order(text) is
+  'Marks a paid order shipped and starts its receipt deadline; OA001 when not paid';
+
+create function order_automation.confirm_receipt(order_id text) returns public.new_order
+language sql
+set search_path = pg_catalog, pg_temp
+as $$ select order_automation.set_order_state(confirm_receipt.order_id, 3::smallint, 'confirm_receipt') $$;
+comment on function order_automation.confirm_receipt(text) is
+  'The buyer confirms receipt of a shipped order; the seller is paid. OA001 when not shipped';
+
+create function order_automation.cancel_order(order_id text) returns public.new_order
+language sql
+set search_path = pg_catalog, pg_temp
+as $$ select order_automation.set_order_state(cancel_order.order_id, 4::smallint, 'cancel_order') $$;
+comment on function order_automation.cancel_order(text) is
+  'Cancels an unpaid or paid order: books back on the shelf, a paid order refunded. OA001 otherwise';

@@ -1,0 +1,188 @@
+-- The two automations (SPEC §4): cancel unpaid orders past pay_deadline, confirm shipped orders past
+-- receipt_deadline. Batches of batch_size, a COMMIT after each, skipping rows others are changing.
+
+create function order_automation.process_due_batch(
+  job text, as_of timestamptz, batch_size integer, run_id bigint, skip_ids text[],
+  out processed bigint, out failed text[]
+)
+language plpgsql
+set search_path = pg_catalog, pg_temp
+-- A stuck lock ends the batch (and the run) instead of hanging the schedule; the next run retries.
+set lock_timeout = '5s'
+as $$
+declare
+  ids text[];
+  one text;
+  n bigint;
+  err_state text;
+  err_message text;
+begin
+  processed := 0;
+  failed := '{}'::text[];
+  perform set_config('order_automation.cause',
+    case process_due_batch.job when 'cancel_expired_orders' then 'payment_timeout' else 'receipt_timeout' end, true);
+
+  -- The whole batch in one set-based statement: the lifecycle triggers book it in one pass.
+  begin
+    if process_due_batch.job = 'cancel_expired_orders' then
+      with due as (
+        select o.order_id from public.new_order o
+         where o.state = 0 and o.pay_deadline <= process_due_batch.as_of
+           and o.order_id <> all (process_due_batch.skip_ids)
+         order by o.pay_deadline
+         limit process_due_batch.batch_size
+           for no key update skip locked)
+      update public.new_order o set state = 4, cancelled_at = now()
+        from due where o.order_id = due.order_id;
+    else
+      with due as (
+        select o.order_id from public.new_order o
+         where o.state = 2 and o.receipt_deadline <= process_due_batch.as_of
+           and o.order_id <> all (process_due_batch.skip_ids)
+         order by o.receipt_deadline
+         limit process_due_batch.batch_size
+           for no key update skip locked)
+      update public.new_order o set state = 3, received_at = now()
+        from due where o.order_id = due.order_id;
+    end if;
+    get diagnostics processed = row_count;
+    return;
+  exception
+    when lock_not_available or deadlock_detected then raise;
+    when others then null;  -- some order of the batch is bad: find it below
+  end;
+
+  -- One order broke the batch (an app's own trigger raising for it, say): take the batch again
+  -- order by order, so only the bad ones are skipped and recorded, and every other one is processed.
+  if process_due_batch.job = 'cancel_expired_orders' then
+    select array_agg(d.order_id) into ids
+      from (select o.order_id from public.new_order o
+             where o.state = 0 and o.pay_deadline <= process_due_batch.as_of
+               and o.order_id <> all (process_due_batch.skip_ids)
+             order by o.pay_deadline
+             limit process_due_batch.batch_size
+               for no key update skip locked) d;
+  else
+    select array_agg(d.order_id) into ids
+      from (select o.order_id from public.new_order o
+             where o.state = 2 and o.receipt_deadline <= process_due_batch.as_of
+               and o.order_id <> all (process_due_batch.skip_ids)
+             order by o.receipt_deadline
+             limit process_due_batch.batch_size
+               for no key update skip locked) d;
+  end if;
+
+  foreach one in array coalesce(ids, '{}'::text[]) loop
+    begin
+      if process_due_batch.job = 'cancel_expired_orders' then
+        update public.new_order o set state = 4, cancelled_at = now() where o.order_id = one and o.state = 0;
+      else
+        update public.new_order o set state = 3, received_at = now() where o.order_id = one and o.state = 2;
+      end if;
+      get diagnostics n = row_count;
+      processed := processed + n;
+    exception
+      when lock_not_available or deadlock_detected then raise;
+      when others then
+        get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+        insert into order_automation.order_failure (run_id, order_id, sqlstate, message)
+        values (process_due_batch.run_id, one, err_state, err_message);
+        failed := failed || one;
+    end;
+  end loop;
+end $$;
+comment on function order_automation.process_due_batch(text, timestamptz, integer, bigint, text[]) is
+  'One batch of a run: processes up to batch_size due orders not in skip_ids; returns how many, and the orders that failed (recorded in order_failure)';
+
+-- The driver commits after every batch, and a procedure with a SET clause cannot COMMIT: so it has
+-- none, and every name in it is schema-qualified. The batch function it calls pins search_path.
+create procedure order_automation.run_due_orders(
+  job text, as_of timestamptz, batch_size integer, inout processed bigint
+)
+language plpgsql
+as $$
+declare
+  run_id bigint;
+  run_as_of timestamptz := coalesce(run_due_orders.as_of, pg_catalog.now());
+  run_batch_size integer;
+  budget interval;
+  started timestamptz := pg_catalog.clock_timestamp();
+  skip_ids text[] := '{}'::text[];
+  batch record;
+  failed_count bigint := 0;
+  err_state text;
+  err_message text;
+begin
+  if run_due_orders.job is null or run_due_orders.job not in ('cancel_expired_orders', 'confirm_shipped_orders') then
+    raise exception using errcode = 'OA006', message = pg_catalog.format('unknown job %L', run_due_orders.job);
+  end if;
+  if run_due_orders.batch_size is not null and run_due_orders.batch_size not between 1 and 1000000 then
+    raise exception using errcode = 'OA006',
+      message = pg_catalog.format('batch_size must be between 1 and 1000000, not %s', run_due_orders.batch_size);
+  end if;
+  select coalesce(run_due_orders.batch_size, s.batch_size), s.max_run_time
+    into run_batch_size, budget
+    from order_automation.settings s;
+
+  insert into order_automation.run (job, as_of, batch_size)
+  values (run_due_orders.job, run_as_of, run_batch_size)
+  returning id into run_id;
+  commit;
+
+  processed := 0;
+  loop
+    begin
+      select b.processed, b.failed into batch
+        from order_automation.process_due_batch(run_due_orders.job, run_as_of, run_batch_size, run_id, skip_ids) b;
+    exception when others then
+      get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+    end;
+    exit when err_state is not null;
+    processed := processed + batch.processed;
+    failed_count := failed_count + pg_catalog.cardinality(batch.failed);
+    skip_ids := skip_ids operator(pg_catalog.||) batch.failed;
+    update order_automation.run r
+       set processed = run_due_orders.processed, failed = failed_count
+     where r.id = run_id;
+    commit;
+    -- A short batch means nothing else is due (or it is locked by another run, which will do it).
+    exit when batch.processed + pg_catalog.cardinality(batch.failed) < run_batch_size;
+    exit when pg_catalog.clock_timestamp() - started >= budget;
+  end loop;
+
+  update order_automation.run r
+     set finished_at = pg_catalog.clock_timestamp(), processed = run_due_orders.processed,
+         failed = failed_count,
+         error = case when err_state is not null then pg_catalog.format('%s (SQLSTATE %s)', err_message, err_state) end
+   where r.id = run_id;
+  commit;
+  if err_state is not null then
+    raise exception using errcode = err_state, message = err_message;
+  end if;
+end $$;
+comment on procedure order_automation.run_due_orders(text, timestamptz, integer, bigint) is
+  'Runs one job until nothing is due or max_run_time is spent, committing after each batch; records the run in order_automation.run';
+
+create procedure order_automation.cancel_expired_orders(
+  as_of timestamptz default null, batch_size integer default null, inout cancelled bigint default null
+)
+language plpgsql
+as $$
+begin
+  call order_automation.run_due_orders('cancel_expired_orders', cancel_expired_orders.as_of,
+                                       cancel_expired_orders.batch_size, cancelled);
+end $$;
+comment on procedure order_automation.cancel_expired_orders(timestamptz, integer, bigint) is
+  'Cancels every unpaid order with pay_deadline <= as_of (default now): books back on the shelf. Returns cancelled. Call it outside a transaction block: it commits after each batch';
+
+create procedure order_automation.confirm_shipped_orders(
+  as_of timestamptz default null, batch_size integer default null, inout confirmed bigint default null
+)
+language plpgsql
+as $$
+begin
+  call order_automation.run_due_orders('confirm_shipped_orders', confirm_shipped_orders.as_of,
+                                       confirm_shipped_orders.batch_size, confirmed);
+end $$;
+comment on procedure order_automation.confirm_shipped_orders(timestamptz, integer, bigint) is
+  'Marks received every shipped order with receipt_deadline <= as_of (default now): sellers are paid. Returns confirmed. Call it outside a transaction block: it commits after each batch';

@@ -1,0 +1,52 @@
+// Connections: every entry point accepts a pg Pool, Client (or PoolClient) or a connection string,
+// so a call can join the caller's connection (and transaction) or stand on its own.
+import pg from 'pg';
+import { toOrderAutomationError } from './errors.js';
+
+export type Db = string | pg.Pool | pg.ClientBase;
+
+/** Runs `work` on one connection taken from `db`, released (or closed) afterwards. */
+export async function withClient<T>(db: Db, work: (client: pg.ClientBase) => Promise<T>): Promise<T> {
+  try {
+    if (typeof db === 'string') {
+      const client = new pg.Client({ connectionString: db });
+      await client.connect();
+      try {
+        return await work(client);
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    }
+    if (db instanceof pg.Pool) {
+      const client = await db.connect();
+      try {
+        return await work(client);
+      } finally {
+        client.release();
+      }
+    }
+    return await work(db);
+  } catch (error) {
+    throw toOrderAutomationError(error);
+  }
+}
+
+/** One query on `db`, errors mapped to the package's typed errors. */
+export async function query<R extends pg.QueryResultRow>(db: Db, text: string, values: unknown[] = []): Promise<R[]> {
+  return withClient(db, async (client) => (await client.query<R>(text, values)).rows);
+}
+
+/** Connection settings for another database of the same server as `db` (pg_cron's, say). */
+export function sameServer(db: Db, database: string): pg.ClientConfig {
+  if (typeof db === 'string') {
+    // pg lets a connection string override separate fields: change the database inside the string.
+    const url = new URL(db);
+    url.pathname = `/${encodeURIComponent(database)}`;
+    return { connectionString: url.toString() };
+  }
+  if (db instanceof pg.Pool) return { ...db.options, database };
+  // pg's Client keeps the settings it connected with; they are not in its type declarations.
+  const params = (db as unknown as { connectionParameters?: pg.ClientConfig }).connectionParameters ?? {};
+  const { user, password, host, port, ssl } = params;
+  return { user, password, host, port, ssl, database };
+}

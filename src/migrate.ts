@@ -1,0 +1,138 @@
+// Installing the package: node-pg-migrate runs the migrations under a package-specific advisory
+// lock, all in one transaction; pg_cron jobs are scheduled here, or from pg_cron's own database.
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { runner } from 'node-pg-migrate';
+import { type Db, sameServer, withClient } from './db.js';
+import { PgCronUnavailableError, toOrderAutomationError } from './errors.js';
+
+export const migrationsDir = fileURLToPath(new URL('../migrations', import.meta.url));
+export const migrationsTable = 'order_automation_migrations';
+/** Our own advisory lock: an app's node-pg-migrate (default lock) never waits on ours. */
+const lockValue = 4_242_001_002;
+
+export interface MigrateOptions {
+  /** 'up' (default) applies every pending migration; 'down' reverts `count` (default: all). */
+  direction?: 'up' | 'down';
+  count?: number;
+  /** false installs without pg_cron jobs: you then call the procedures yourself. Default true. */
+  schedule?: boolean;
+  /** Progress lines (default: silent). */
+  log?: (line: string) => void;
+}
+
+export interface MigrateResult {
+  /** Names of the migrations applied (or reverted) by this call; empty when there was nothing to do. */
+  migrations: string[];
+  /** Where the pg_cron jobs run: this database's name, pg_cron's database, or null (no schedule). */
+  scheduledIn: string | null;
+}
+
+interface CronPlace { current: string; cronDatabase: string | null; loaded: boolean }
+
+async function cronPlace(client: pg.ClientBase): Promise<CronPlace> {
+  const { rows } = await client.query<CronPlace>(`
+    select current_database() as current,
+           current_setting('cron.database_name', true) as "cronDatabase",
+           'pg_cron' = any (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) as loaded`);
+  return rows[0]!;
+}
+
+/** Checks before anything is applied that we may schedule from pg_cron's database. */
+async function checkCronDatabase(db: Db, place: CronPlace): Promise<void> {
+  const cronDb = place.cronDatabase!;
+  const advice = `pg_cron runs in database "${cronDb}" (cron.database_name), not in "${place.current}": the jobs are scheduled from there with cron.schedule_in_database`;
+  const client = new pg.Client(sameServer(db, cronDb));
+  try {
+    await client.connect();
+    const { rows } = await client.query<{ installed: boolean; allowed: boolean }>(`
+      select exists (select from pg_extension where extname = 'pg_cron') as installed,
+             coalesce(has_function_privilege(to_regprocedure('cron.schedule_in_database(text,text,text,text,text,boolean)'), 'execute'), false) as allowed`);
+    if (!rows[0]!.installed) {
+      throw new PgCronUnavailableError(`${advice}, but the pg_cron extension is not created there. Run CREATE EXTENSION pg_cron in "${cronDb}", or migrate with --no-schedule.`);
+    }
+    if (!rows[0]!.allowed) {
+      throw new PgCronUnavailableError(`${advice}, and this role may not call it. As a superuser in "${cronDb}": GRANT USAGE ON SCHEMA cron TO <role>; GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text,text,text,text,text,boolean) TO <role>; or migrate with --no-schedule.`);
+    }
+  } catch (error) {
+    if (error instanceof PgCronUnavailableError) throw error;
+    throw new PgCronUnavailableError(`${advice}, and connecting there failed: ${(error as Error).message}`, { cause: error });
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+async function inCronDatabase(db: Db, cronDb: string, work: (cron: pg.Client) => Promise<void>): Promise<void> {
+  const cron = new pg.Client(sameServer(db, cronDb));
+  await cron.connect();
+  try {
+    await work(cron);
+  } finally {
+    await cron.end().catch(() => undefined);
+  }
+}
+
+/** Applies (or reverts) the package's migrations; see MigrateOptions. Safe to run twice or concurrently. */
+export async function migrate(db: Db, options: MigrateOptions = {}): Promise<MigrateResult> {
+  const { direction = 'up', schedule = true, log } = options;
+  const logger = { debug: () => undefined, info: log ?? (() => undefined), warn: log ?? (() => undefined), error: log ?? (() => undefined) };
+  return withClient(db, async (client) => {
+    const place = await cronPlace(client);
+    const external = schedule && place.loaded && place.cronDatabase !== null && place.cronDatabase !== place.current;
+
+    if (direction === 'down') {
+      // Jobs scheduled from pg_cron's database must be removed from there; the migration removes local ones.
+      const remote = await client.query<{ jobname: string; cron_database: string }>(`
+        select order_automation.cron_jobname(job) as jobname, cron_database from order_automation.job
+         where cron_database <> current_database()`).catch(() => ({ rows: [] }));
+      for (const { jobname, cron_database } of remote.rows) {
+        await inCronDatabase(db, cron_database, async (cron) => {
+          await cron.query('select cron.unschedule(jobid) from cron.job where jobname = $1', [jobname]);
+        });
+      }
+    } else if (external) {
+      await checkCronDatabase(db, place);
+    }
+
+    await client.query(`select set_config('order_automation.schedule', $1, false)`,
+      [!schedule ? 'off' : external ? 'external' : 'on']);
+    try {
+      const ran = await runner({
+        dbClient: client as pg.Client,
+        dir: migrationsDir,
+        migrationsTable,
+        direction,
+        count: options.count ?? Infinity,
+        singleTransaction: true,
+        lockValue,
+        advisoryLockMode: 'wait',
+        logger,
+      });
+      let scheduledIn: string | null = null;
+      if (direction === 'up') {
+        if (external) {
+          const pending = await client.query<{ job: string; jobname: string; schedule: string; command: string }>(`
+            select job, order_automation.cron_jobname(job) as jobname, schedule, command
+              from order_automation.job where cron_database is null order by job`);
+          if (pending.rows.length > 0) {
+            await inCronDatabase(db, place.cronDatabase!, async (cron) => {
+              for (const job of pending.rows) {
+                await cron.query('select cron.schedule_in_database($1, $2, $3, $4)',
+                  [job.jobname, job.schedule, job.command, place.current]);
+              }
+            });
+            await client.query('update order_automation.job set cron_database = $1 where cron_database is null', [place.cronDatabase]);
+            log?.(`scheduled ${pending.rows.length} pg_cron jobs from database "${place.cronDatabase}"`);
+          }
+        }
+        const where = await client.query<{ cron_database: string | null }>('select min(cron_database) as cron_database from order_automation.job');
+        scheduledIn = where.rows[0]?.cron_database ?? null;
+      }
+      return { migrations: ran.map((m) => m.name), scheduledIn };
+    } finally {
+      await client.query(`select set_config('order_automation.schedule', '', false)`).catch(() => undefined);
+    }
+  }).catch((error: unknown) => {
+    throw toOrderAutomationError(error);
+  });
+}

@@ -1,0 +1,32 @@
+// Typed lifecycle actions, so an app never writes raw state numbers. Each is one call of the SQL
+// function of the same name; the database enforces every rule.
+import { type Db, query } from './db.js';
+import { type Order, type OrderRow, toOrder } from './types.js';
+
+export interface OrderLine { bookId: string; count: number; price: number | bigint }
+
+export interface PlaceOrder { orderId: string; userId: string; storeId: string; items: OrderLine[] }
+
+/** Places an unpaid order and reserves its books (InsufficientStockError when the store is short). */
+export async function placeOrder(db: Db, order: PlaceOrder): Promise<Order> {
+  const items = order.items.map((i) => ({ book_id: i.bookId, count: i.count, price: String(i.price) }));
+  const rows = await query<OrderRow>(db,
+    'select * from order_automation.place_order($1::text, $2::text, $3::text, $4::jsonb)',
+    [order.orderId, order.userId, order.storeId, JSON.stringify(items)]);
+  return toOrder(rows[0]!);
+}
+
+async function act(db: Db, fn: 'pay_order' | 'ship_order' | 'confirm_receipt' | 'cancel_order', orderId: string): Promise<Order> {
+  // fn is one of four fixed names, never user input.
+  const rows = await query<OrderRow>(db, `select * from order_automation.${fn}($1::text)`, [orderId]);
+  return toOrder(rows[0]!);
+}
+
+/** Pays an unpaid order from the buyer's balance (InsufficientBalanceError when short). */
+export const payOrder = (db: Db, orderId: string): Promise<Order> => act(db, 'pay_order', orderId);
+/** Ships a paid order: its receipt deadline starts. */
+export const shipOrder = (db: Db, orderId: string): Promise<Order> => act(db, 'ship_order', orderId);
+/** The buyer confirms receipt of a shipped order: the seller is paid. */
+export const confirmReceipt = (db: Db, orderId: string): Promise<Order> => act(db, 'confirm_receipt', orderId);
+/** Cancels an unpaid or paid order: books back on the shelf, payment refunded. */
+export const cancelOrder = (db: Db, orderId: string): Promise<Order> => act(db, 'cancel_order', orderId);

@@ -1,0 +1,90 @@
+// The state of the automation, per job: schedule and whether pg_cron runs it, the last run, what is
+// due now and the next deadline; and the settings.
+import pg from 'pg';
+import { type Db, sameServer, withClient } from './db.js';
+import { getSettings, type Settings } from './settings.js';
+import type { JobName } from './types.js';
+
+export interface LastRun {
+  id: number;
+  startedAt: Date;
+  /** null: still running, or killed before it could finish. */
+  finishedAt: Date | null;
+  processed: number;
+  /** Orders skipped because processing them failed (see order_automation.order_failure). */
+  failed: number;
+  error: string | null;
+}
+
+export interface JobStatus {
+  job: JobName;
+  schedule: string;
+  /** Database whose pg_cron runs the job; null: not scheduled. */
+  cronDatabase: string | null;
+  cronJobName: string;
+  /** Whether pg_cron has the job and it is active; null when pg_cron could not be asked. */
+  active: boolean | null;
+  lastRun: LastRun | null;
+  dueNow: number;
+  nextDeadline: Date | null;
+}
+
+export interface Status { database: string; jobs: JobStatus[]; settings: Settings }
+
+interface JobStatusRow {
+  job: JobName; schedule: string; cron_database: string | null; cron_jobname: string;
+  last_run_id: string | null; last_started_at: Date | null; last_finished_at: Date | null;
+  last_processed: string | null; last_failed: string | null; last_error: string | null;
+  due_now: string; next_deadline: Date | null; database: string;
+}
+
+async function cronActive(client: pg.ClientBase, names: string[]): Promise<Map<string, { active: boolean; schedule: string }>> {
+  const { rows } = await client.query<{ jobname: string; active: boolean; schedule: string }>(
+    'select jobname, active, schedule from cron.job where jobname = any ($1::text[])', [names]);
+  return new Map(rows.map((r) => [r.jobname, { active: r.active, schedule: r.schedule }]));
+}
+
+export async function getStatus(db: Db): Promise<Status> {
+  return withClient(db, async (client) => {
+    const { rows } = await client.query<JobStatusRow>('select *, current_database() as database from order_automation.job_status()');
+    const settings = await getSettings(client);
+    const database = rows[0]?.database ?? '';
+    // What pg_cron itself says, from the database it lives in (this one, or another of the server).
+    const cron = new Map<string, { active: boolean; schedule: string }>();
+    for (const cronDb of new Set(rows.map((r) => r.cron_database).filter((d): d is string => d !== null))) {
+      const names = rows.filter((r) => r.cron_database === cronDb).map((r) => r.cron_jobname);
+      try {
+        if (cronDb === database) {
+          for (const [k, v] of await cronActive(client, names)) cron.set(k, v);
+        } else {
+          const other = new pg.Client(sameServer(db, cronDb));
+          await other.connect();
+          try {
+            for (const [k, v] of await cronActive(other, names)) cron.set(k, v);
+          } finally {
+            await other.end().catch(() => undefined);
+          }
+        }
+      } catch {
+        // pg_cron unreadable from here (no privilege, no connection): active stays unknown.
+      }
+    }
+    const jobs = rows.map((r): JobStatus => {
+      const inCron = cron.get(r.cron_jobname);
+      return {
+        job: r.job,
+        schedule: inCron?.schedule ?? r.schedule,
+        cronDatabase: r.cron_database,
+        cronJobName: r.cron_jobname,
+        active: r.cron_database === null ? false : inCron ? inCron.active : null,
+        lastRun: r.last_run_id === null ? null : {
+          id: Number(r.last_run_id), startedAt: r.last_started_at!, finishedAt: r.last_finished_at,
+          processed: Number(r.last_processed), failed: Number(r.last_failed), error: r.last_error,
+        },
+        dueNow: Number(r.due_now),
+        nextDeadline: r.next_deadline,
+      };
+    });
+    return { database, jobs, settings };
+  });
+}

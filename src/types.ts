@@ -1,0 +1,39 @@
+// The shapes the module returns: camelCase views of the package's rows.
+
+/** state codes 0..4 of new_order, by name. */
+export const orderStates = ['unpaid', 'paid', 'shipped', 'received', 'cancelled'] as const;
+export type OrderState = (typeof orderStates)[number];
+
+export function stateName(code: number | null): OrderState | null {
+  return code === null ? null : (orderStates[code] ?? null);
+}
+
+export interface Order {
+  orderId: string;
+  userId: string;
+  storeId: string;
+  state: OrderState;
+  createdAt: Date;
+  paidAt: Date | null;
+  shippedAt: Date | null;
+  receivedAt: Date | null;
+  cancelledAt: Date | null;
+  payDeadline: Date | null;
+  receiptDeadline: Date | null;
+}
+
+export interface OrderRow {
+  order_id: string; user_id: string; store_id: string; state: number; created_at: Date;
+  paid_at: Date | null; shipped_at: Date | null; received_at: Date | null; cancelled_at: Date | null;
+  pay_deadline: Date | null; receipt_deadline: Date | null;
+}
+
+export function toOrder(row: OrderRow): Order {
+  return {
+    orderId: row.order_id, userId: row.user_id, storeId: row.store_id, state: stateName(row.state)!,
+    createdAt: row.created_at, paidAt: row.paid_at, shippedAt: row.shipped_at, receivedAt: row.received_at,
+    cancelledAt: row.cancelled_at, payDeadline: row.pay_deadline, receiptDeadline: row.receipt_deadline,
+  };
+}
+
+export type JobName = 'cancel_expired_orders' | 'confirm_shipped_orders';
