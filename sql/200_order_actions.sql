@@ -10,11 +10,17 @@ declare
   changed public.new_order;
 begin
   perform set_config('order_automation.cause', set_order_state.cause, true);
+  -- "is distinct from": asking for the state an order is already in is refused below, not a no-op,
+  -- so that e.g. a buyer's confirm racing the auto-confirm learns it lost.
   update public.new_order o set state = set_order_state.to_state
-   where o.order_id = set_order_state.order_id
+   where o.order_id = set_order_state.order_id and o.state is distinct from set_order_state.to_state
   returning o.* into changed;
   perform set_config('order_automation.cause', '', true);
   if changed.order_id is null then
+    if exists (select from public.new_order o where o.order_id = set_order_state.order_id) then
+      raise exception using errcode = 'OA001',
+        message = format('order %s is already in state %s', set_order_state.order_id, set_order_state.to_state);
+    end if;
     raise exception using errcode = 'OA005', message = format('order %s does not exist', set_order_state.order_id);
   end if;
   return changed;

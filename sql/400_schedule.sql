@@ -47,6 +47,13 @@ end $$;
 comment on function order_automation.pg_cron_problem() is
   'NULL when pg_cron can schedule jobs from this database; otherwise what is wrong and how to fix it';
 
+create function order_automation.cron_schema() returns text
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$ select quote_ident(n.nspname) from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'pg_cron' $$;
+comment on function order_automation.cron_schema() is
+  'The schema of the pg_cron extension in this database (cron), NULL when it is not created here';
+
 create function order_automation.schedule_jobs() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -64,7 +71,8 @@ begin
   end if;
   for j in select * from order_automation.job order by job loop
     -- cron.schedule upserts by job name: running this again changes nothing.
-    execute 'select cron.schedule($1, $2, $3)' using order_automation.cron_jobname(j.job), j.schedule, j.command;
+    execute format('select %s.schedule($1, $2, $3)', order_automation.cron_schema())
+      using order_automation.cron_jobname(j.job), j.schedule, j.command;
   end loop;
   update order_automation.job set cron_database = current_database();
 end $$;
@@ -102,7 +110,7 @@ begin
       message = format('unknown job %L: the jobs are cancel_expired_orders and confirm_shipped_orders', set_schedule.job);
   end if;
   if cron_db = current_database() then
-    execute 'select cron.schedule($1, $2, $3)'
+    execute format('select %s.schedule($1, $2, $3)', order_automation.cron_schema())
       using order_automation.cron_jobname(set_schedule.job), set_schedule.schedule,
             (select j.command from order_automation.job j where j.job = set_schedule.job);
   end if;
@@ -119,8 +127,9 @@ declare
 begin
   for j in select * from order_automation.job where cron_database = current_database() loop
     -- cron.unschedule raises for a missing job: remove only what is there.
-    if to_regclass('cron.job') is not null then
-      execute 'select cron.unschedule(jobid) from cron.job where jobname = $1' using order_automation.cron_jobname(j.job);
+    if order_automation.cron_schema() is not null then
+      execute format('select %1$s.unschedule(jobid) from %1$s.job where jobname = $1', order_automation.cron_schema())
+        using order_automation.cron_jobname(j.job);
     end if;
   end loop;
   update order_automation.job set cron_database = null where cron_database = current_database();

@@ -484,11 +484,17 @@ declare
   changed public.new_order;
 begin
   perform set_config('order_automation.cause', set_order_state.cause, true);
+  -- "is distinct from": asking for the state an order is already in is refused below, not a no-op,
+  -- so that e.g. a buyer's confirm racing the auto-confirm learns it lost.
   update public.new_order o set state = set_order_state.to_state
-   where o.order_id = set_order_state.order_id
+   where o.order_id = set_order_state.order_id and o.state is distinct from set_order_state.to_state
   returning o.* into changed;
   perform set_config('order_automation.cause', '', true);
   if changed.order_id is null then
+    if exists (select from public.new_order o where o.order_id = set_order_state.order_id) then
+      raise exception using errcode = 'OA001',
+        message = format('order %s is already in state %s', set_order_state.order_id, set_order_state.to_state);
+    end if;
     raise exception using errcode = 'OA005', message = format('order %s does not exist', set_order_state.order_id);
   end if;
   return changed;
@@ -789,6 +795,13 @@ end $$;
 comment on function order_automation.pg_cron_problem() is
   'NULL when pg_cron can schedule jobs from this database; otherwise what is wrong and how to fix it';
 
+create function order_automation.cron_schema() returns text
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$ select quote_ident(n.nspname) from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'pg_cron' $$;
+comment on function order_automation.cron_schema() is
+  'The schema of the pg_cron extension in this database (cron), NULL when it is not created here';
+
 create function order_automation.schedule_jobs() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -806,7 +819,8 @@ begin
   end if;
   for j in select * from order_automation.job order by job loop
     -- cron.schedule upserts by job name: running this again changes nothing.
-    execute 'select cron.schedule($1, $2, $3)' using order_automation.cron_jobname(j.job), j.schedule, j.command;
+    execute format('select %s.schedule($1, $2, $3)', order_automation.cron_schema())
+      using order_automation.cron_jobname(j.job), j.schedule, j.command;
   end loop;
   update order_automation.job set cron_database = current_database();
 end $$;
@@ -844,7 +858,7 @@ begin
       message = format('unknown job %L: the jobs are cancel_expired_orders and confirm_shipped_orders', set_schedule.job);
   end if;
   if cron_db = current_database() then
-    execute 'select cron.schedule($1, $2, $3)'
+    execute format('select %s.schedule($1, $2, $3)', order_automation.cron_schema())
       using order_automation.cron_jobname(set_schedule.job), set_schedule.schedule,
             (select j.command from order_automation.job j where j.job = set_schedule.job);
   end if;
@@ -861,8 +875,9 @@ declare
 begin
   for j in select * from order_automation.job where cron_database = current_database() loop
     -- cron.unschedule raises for a missing job: remove only what is there.
-    if to_regclass('cron.job') is not null then
-      execute 'select cron.unschedule(jobid) from cron.job where jobname = $1' using order_automation.cron_jobname(j.job);
+    if order_automation.cron_schema() is not null then
+      execute format('select %1$s.unschedule(jobid) from %1$s.job where jobname = $1', order_automation.cron_schema())
+        using order_automation.cron_jobname(j.job);
     end if;
   end loop;
   update order_automation.job set cron_database = null where cron_database = current_database();
