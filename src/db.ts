@@ -38,13 +38,17 @@ export async function query<R extends pg.QueryResultRow>(db: Db, text: string, v
 
 /** Connection settings for another database of the same server as `db` (pg_cron's, say). */
 export function sameServer(db: Db, database: string): pg.ClientConfig {
-  if (typeof db === 'string') {
-    // pg lets a connection string override separate fields: change the database inside the string.
-    const url = new URL(db);
+  // pg lets a connection string override separate fields: change the database inside the string.
+  const withDatabase = (connectionString: string) => {
+    const url = new URL(connectionString);
     url.pathname = `/${encodeURIComponent(database)}`;
-    return { connectionString: url.toString() };
+    return url.toString();
+  };
+  if (typeof db === 'string') return { connectionString: withDatabase(db) };
+  if (db instanceof pg.Pool) {
+    const { connectionString, ...options } = db.options;
+    return connectionString ? { ...options, connectionString: withDatabase(connectionString) } : { ...options, database };
   }
-  if (db instanceof pg.Pool) return { ...db.options, database };
   // pg's Client keeps the settings it connected with; they are not in its type declarations.
   const params = (db as unknown as { connectionParameters?: pg.ClientConfig }).connectionParameters ?? {};
   const { user, password, host, port, ssl } = params;

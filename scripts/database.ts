@@ -1,0 +1,565 @@
+// Finds a PostgreSQL server with pg_cron for the test suite and `npm start`
+// (SPEC §7): DATABASE_URL, else a testcontainers container, else a cluster
+// started from the PostgreSQL binaries on this machine.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { appendFile, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+
+export type Provider = 'url' | 'testcontainers' | 'local';
+
+export interface Database {
+  provider: Provider;
+  /** A superuser's connection string for the cron database; local: postgres://postgres@127.0.0.1:PORT/postgres. */
+  url: string;
+  /** Value of cron.database_name on that server. */
+  cronDatabase: string;
+  /** Stops what we started (no-op for 'url'); idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface GetDatabaseOptions {
+  /** Local provider: keep the cluster here, reused across runs and kept on stop. Default: a temp dir deleted on stop. */
+  dataDir?: string;
+  /** Progress messages. */
+  log?: (line: string) => void;
+}
+
+export class DatabaseUnavailableError extends Error {
+  override name = 'DatabaseUnavailableError';
+}
+
+const PROVIDERS: readonly Provider[] = ['url', 'testcontainers', 'local'];
+/** Used in messages when no PostgreSQL is installed at all; also the container's version. */
+const DEFAULT_MAJOR = 15;
+
+export async function getDatabase(options: GetDatabaseOptions = {}): Promise<Database> {
+  const log = options.log ?? (() => {});
+  const forced = process.env.ORDER_AUTOMATION_DB;
+  if (forced) {
+    if (!(PROVIDERS as readonly string[]).includes(forced)) {
+      throw new DatabaseUnavailableError(
+        `ORDER_AUTOMATION_DB is "${forced}"; set it to one of ${PROVIDERS.join(', ')}, or unset it to pick the first that works.`,
+      );
+    }
+    return getForcedDatabase(forced as Provider, options, log);
+  }
+
+  if (process.env.DATABASE_URL) {
+    // A set DATABASE_URL is a decision: failing loudly beats silently testing elsewhere.
+    log('using DATABASE_URL');
+    return urlDatabase(process.env.DATABASE_URL).catch((error: unknown) => {
+      throw new DatabaseUnavailableError(
+        `${messageOf(error)}. Fix it, or unset DATABASE_URL to use a Docker engine or the local PostgreSQL binaries.`,
+        { cause: error },
+      );
+    });
+  }
+
+  const reasons: string[] = [];
+  const docker = await detectDockerEngine();
+  if (docker.ok) {
+    try {
+      return await containerDatabase(log);
+    } catch (error) {
+      reasons.push(`Docker: the pg_cron container did not start (${messageOf(error)}).`);
+      log(`testcontainers failed, trying local PostgreSQL binaries: ${messageOf(error)}`);
+    }
+  } else {
+    reasons.push(`No Docker engine: ${docker.reason}.`);
+  }
+
+  const install = await findPgInstall();
+  if (!install) {
+    reasons.push(`No local server: no initdb via pg_config or in ${DEBIAN_PG_ROOT}/<major>/bin.`);
+    throw new DatabaseUnavailableError(noDatabaseMessage(DEFAULT_MAJOR, reasons));
+  }
+  try {
+    return await localDatabase(install, options, log);
+  } catch (error) {
+    if (!(error instanceof DatabaseUnavailableError)) throw error;
+    reasons.push(`Local: ${error.message}`);
+    throw new DatabaseUnavailableError(noDatabaseMessage(install.major, reasons), { cause: error });
+  }
+}
+
+async function getForcedDatabase(provider: Provider, options: GetDatabaseOptions, log: (line: string) => void): Promise<Database> {
+  let reason: string;
+  try {
+    switch (provider) {
+      case 'url': {
+        const url = process.env.DATABASE_URL;
+        if (url) return await urlDatabase(url);
+        reason = 'DATABASE_URL is not set: set it to a server with pg_cron in shared_preload_libraries.';
+        break;
+      }
+      case 'testcontainers': {
+        const docker = await detectDockerEngine();
+        if (docker.ok) return await containerDatabase(log);
+        reason = `no Docker engine answered: ${docker.reason}. Start Docker (or Podman, with DOCKER_HOST set to its socket).`;
+        break;
+      }
+      case 'local': {
+        const install = await findPgInstall();
+        if (install) return await localDatabase(install, options, log);
+        reason = `no PostgreSQL server binaries were found (no initdb via pg_config or in ${DEBIAN_PG_ROOT}/<major>/bin): install them and pg_cron (Debian/Ubuntu: apt-get install postgresql-${DEFAULT_MAJOR} postgresql-${DEFAULT_MAJOR}-cron).`;
+        break;
+      }
+    }
+  } catch (error) {
+    throw new DatabaseUnavailableError(`ORDER_AUTOMATION_DB=${provider}, but ${messageOf(error)}`, { cause: error });
+  }
+  throw new DatabaseUnavailableError(`ORDER_AUTOMATION_DB=${provider}, but ${reason}`);
+}
+
+function noDatabaseMessage(major: number, reasons: string[]): string {
+  return [
+    'No PostgreSQL with pg_cron found: set DATABASE_URL to a server with pg_cron in shared_preload_libraries,',
+    'or start a Docker engine, or install the PostgreSQL server binaries and pg_cron',
+    `(Debian/Ubuntu: apt-get install postgresql-${major} postgresql-${major}-cron).`,
+    ...reasons,
+  ].join(' ');
+}
+
+// ── url ─────────────────────────────────────────────────────────────────────
+
+async function urlDatabase(url: string): Promise<Database> {
+  const cronDatabase = await readCronDatabase(url, { createExtension: false }).catch((error: unknown) => {
+    throw new DatabaseUnavailableError(`the server at DATABASE_URL is not usable: ${messageOf(error)}`, { cause: error });
+  });
+  return { provider: 'url', url, cronDatabase, stop: async () => {} };
+}
+
+/**
+ * Reads cron.database_name, which only exists when pg_cron is preloaded; with
+ * createExtension, first installs pg_cron into the database of `url` (ours: the cron database).
+ */
+async function readCronDatabase(url: string, { createExtension }: { createExtension: boolean }): Promise<string> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    if (createExtension) await client.query('create extension if not exists pg_cron');
+    const { rows } = await client.query<{ cron_database_name: string }>(
+      `select current_setting('cron.database_name', true) as cron_database_name`,
+    );
+    const cronDatabase = rows[0]?.cron_database_name;
+    if (!cronDatabase) throw new Error('pg_cron is not loaded (add it to shared_preload_libraries and restart the server)');
+    return cronDatabase;
+  } finally {
+    await client.end();
+  }
+}
+
+// ── testcontainers ──────────────────────────────────────────────────────────
+
+const DOCKER_PING_TIMEOUT_MS = 1500;
+
+type DockerEngine = { ok: true } | { ok: false; reason: string };
+
+/**
+ * Our own quick probe, so that machines without Docker never load testcontainers
+ * (whose runtime discovery can take many seconds to give up).
+ */
+async function detectDockerEngine(): Promise<DockerEngine> {
+  const dockerHost = process.env.DOCKER_HOST;
+  if (dockerHost) {
+    if (dockerHost.startsWith('unix://')) return pingSocket(dockerHost.slice('unix://'.length));
+    if (dockerHost.startsWith('tcp://')) return pingTcp(new URL(dockerHost));
+    return { ok: false, reason: `DOCKER_HOST=${dockerHost} is neither unix:// nor tcp://` };
+  }
+  // The same sockets testcontainers looks for when DOCKER_HOST is unset (rootful, then rootless).
+  const candidates = [
+    '/var/run/docker.sock',
+    ...(process.env.XDG_RUNTIME_DIR ? [path.join(process.env.XDG_RUNTIME_DIR, 'docker.sock')] : []),
+    path.join(os.homedir(), '.docker', 'run', 'docker.sock'),
+    path.join(os.homedir(), '.docker', 'desktop', 'docker.sock'),
+    ...(process.getuid ? [`/run/user/${process.getuid()}/docker.sock`] : []),
+  ];
+  const socket = candidates.find((candidate) => existsSync(candidate));
+  return socket ? pingSocket(socket) : { ok: false, reason: 'DOCKER_HOST is unset and /var/run/docker.sock does not exist' };
+}
+
+function pingSocket(socketPath: string): Promise<DockerEngine> {
+  if (!existsSync(socketPath)) return Promise.resolve({ ok: false, reason: `${socketPath} does not exist` });
+  return ping(`unix://${socketPath}`, (done) => http.get({ socketPath, path: '/_ping' }, done));
+}
+
+function pingTcp(url: URL): Promise<DockerEngine> {
+  const tls = Boolean(process.env.DOCKER_TLS_VERIFY);
+  const host = url.hostname;
+  const port = Number(url.port || (tls ? 2376 : 2375));
+  if (!tls) return ping(url.href, (done) => http.get({ host, port, path: '/_ping' }, done));
+  const certPath = process.env.DOCKER_CERT_PATH ?? path.join(os.homedir(), '.docker');
+  let credentials: { ca: Buffer; cert: Buffer; key: Buffer };
+  try {
+    const read = (name: string) => readFileSync(path.join(certPath, name));
+    credentials = { ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem') };
+  } catch (error) {
+    return Promise.resolve({ ok: false, reason: `DOCKER_TLS_VERIFY is set but the certificates in ${certPath} are unreadable (${messageOf(error)})` });
+  }
+  return ping(url.href, (done) => https.get({ host, port, path: '/_ping', ...credentials }, done));
+}
+
+/** GET /_ping with a hard deadline: a wedged engine must not hang the test run. */
+function ping(endpoint: string, get: (done: (response: http.IncomingMessage) => void) => http.ClientRequest): Promise<DockerEngine> {
+  return new Promise((resolve) => {
+    const request = get((response) => {
+      response.resume();
+      clearTimeout(timer);
+      resolve(response.statusCode === 200 ? { ok: true } : { ok: false, reason: `${endpoint}/_ping answered HTTP ${response.statusCode}` });
+    });
+    const timer = setTimeout(() => {
+      request.destroy();
+      resolve({ ok: false, reason: `${endpoint} did not answer /_ping within ${DOCKER_PING_TIMEOUT_MS} ms` });
+    }, DOCKER_PING_TIMEOUT_MS);
+    request.on('error', (error) => {
+      clearTimeout(timer);
+      resolve({ ok: false, reason: `${endpoint}: ${error.message}` });
+    });
+  });
+}
+
+const CONTAINER_IMAGE = `localhost/order-automation-postgres-cron:${DEFAULT_MAJOR}`;
+const CONTAINER_PASSWORD = 'postgres';
+
+async function containerDatabase(log: (line: string) => void): Promise<Database> {
+  // Loaded only now: importing testcontainers is slow and it talks to the engine.
+  // It honours TESTCONTAINERS_RYUK_DISABLED itself.
+  const { GenericContainer, Wait } = await import('testcontainers');
+  const context = fileURLToPath(new URL('../docker/postgres-cron/', import.meta.url));
+  log(`building ${CONTAINER_IMAGE} from docker/postgres-cron (cached after the first build)`);
+  const image = await GenericContainer.fromDockerfile(context).build(CONTAINER_IMAGE, { deleteOnExit: false });
+  log('starting the pg_cron container');
+  const container = await image
+    .withEnvironment({ POSTGRES_USER: 'postgres', POSTGRES_PASSWORD: CONTAINER_PASSWORD, POSTGRES_DB: 'postgres' })
+    .withExposedPorts(5432)
+    // Not the health check: Podman without systemd never runs it. The entrypoint
+    // creates the cluster without a temporary server, so the message appears once.
+    .withWaitStrategy(Wait.forAll([Wait.forLogMessage(/database system is ready to accept connections/), Wait.forListeningPorts()]))
+    .withStartupTimeout(120_000)
+    .start();
+  const url = `postgres://postgres:${CONTAINER_PASSWORD}@${container.getHost()}:${container.getMappedPort(5432)}/postgres`;
+  let stopping: Promise<void> | undefined;
+  const stop = () => (stopping ??= container.stop().then(() => {}));
+  try {
+    const cronDatabase = await readCronDatabase(url, { createExtension: true });
+    log(`pg_cron container ready at ${container.getHost()}:${container.getMappedPort(5432)}`);
+    return { provider: 'testcontainers', url, cronDatabase, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+// ── local binaries ──────────────────────────────────────────────────────────
+
+const DEBIAN_PG_ROOT = '/usr/lib/postgresql';
+
+interface PgInstall {
+  bindir: string;
+  pkglibdir: string;
+  major: number;
+}
+
+/** Unprivileged account the server runs as when we are root (postgres refuses root). */
+interface RunAs {
+  uid: number;
+  gid: number;
+}
+
+/** `pg_config --bindir` if it has initdb, else the highest /usr/lib/postgresql/<major>/bin. */
+async function findPgInstall(): Promise<PgInstall | undefined> {
+  const bindir = await output('pg_config', ['--bindir']);
+  if (bindir && existsSync(path.join(bindir, 'initdb'))) {
+    const pkglibdir = await output('pg_config', ['--pkglibdir']);
+    const major = await serverMajor(bindir);
+    if (pkglibdir && major) return { bindir, pkglibdir, major };
+  }
+  const majors = (await readdir(DEBIAN_PG_ROOT).catch(() => []))
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .sort((a, b) => b - a);
+  const major = majors.find((candidate) => existsSync(path.join(DEBIAN_PG_ROOT, String(candidate), 'bin', 'initdb')));
+  return major === undefined
+    ? undefined
+    : { bindir: path.join(DEBIAN_PG_ROOT, String(major), 'bin'), pkglibdir: path.join(DEBIAN_PG_ROOT, String(major), 'lib'), major };
+}
+
+async function serverMajor(bindir: string): Promise<number | undefined> {
+  // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+  const version = await output(path.join(bindir, 'postgres'), ['--version']);
+  const match = version?.match(/\(PostgreSQL\)\s+(\d+)/);
+  return match ? Number(match[1]) : undefined;
+}
+
+/** Installs postgresql-<major>-cron with apt-get when pg_cron is missing and we may; nothing else. */
+async function ensurePgCron(install: PgInstall, log: (line: string) => void): Promise<void> {
+  const library = path.join(install.pkglibdir, 'pg_cron.so');
+  if (existsSync(library)) return;
+  const aptPackage = `postgresql-${install.major}-cron`;
+  const missing = `PostgreSQL ${install.major} in ${install.bindir} has no pg_cron (${library} is missing)`;
+  // apt's package only fits the binaries apt installed.
+  const isDebianInstall = install.bindir === path.join(DEBIAN_PG_ROOT, String(install.major), 'bin');
+  const aptGet = isDebianInstall && process.getuid?.() === 0 ? findOnPath('apt-get') : undefined;
+  if (!aptGet) {
+    throw new DatabaseUnavailableError(
+      isDebianInstall
+        ? `${missing}: install it as root with apt-get install ${aptPackage}.`
+        : `${missing}: install pg_cron for that server (on Debian/Ubuntu packages: apt-get install ${aptPackage}).`,
+    );
+  }
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  for (const args of [['update'], ['install', '-y', aptPackage]]) {
+    log(`${missing}; running apt-get ${args.join(' ')}`);
+    const result = await run(aptGet, args, { env });
+    if (result.code !== 0) {
+      throw new DatabaseUnavailableError(`${missing}, and apt-get ${args.join(' ')} failed (exit ${result.code}): ${tail(result.output)}`);
+    }
+  }
+  if (!existsSync(library)) throw new DatabaseUnavailableError(`${missing}, even after apt-get install ${aptPackage}.`);
+}
+
+async function localDatabase(install: PgInstall, options: GetDatabaseOptions, log: (line: string) => void): Promise<Database> {
+  await ensurePgCron(install, log);
+  const persistent = options.dataDir !== undefined;
+  // base holds data/, postgres.log and (when its path is short enough) the server's unix socket.
+  let base: string;
+  if (options.dataDir !== undefined) {
+    base = path.resolve(options.dataDir);
+    await mkdir(base, { recursive: true });
+  } else {
+    base = await mkdtemp(path.join(os.tmpdir(), 'order-automation-pg-'));
+  }
+  const dataPath = path.join(base, 'data');
+  const pgCtl = path.join(install.bindir, 'pg_ctl');
+  const asServer: RunOptions = { cwd: base };
+  let socketDir = base;
+  let startedHere = false;
+
+  // A crashed or interrupted test run must not leave a server or files behind.
+  const removeOnExit = () => {
+    spawnSync(pgCtl, ['stop', '-D', dataPath, '-m', 'immediate', '-w'], { ...asServer.user, cwd: base, stdio: 'ignore' });
+    rmSync(base, { recursive: true, force: true });
+    rmSync(socketDir, { recursive: true, force: true });
+  };
+  if (!persistent) process.on('exit', removeOnExit);
+
+  const stopServer = async () => {
+    if (startedHere) {
+      const result = await run(pgCtl, ['stop', '-D', dataPath, '-m', 'fast', '-w'], asServer);
+      if (result.code !== 0 && !/Is server running\?/.test(result.output)) {
+        throw new Error(`pg_ctl stop failed for ${dataPath} (exit ${result.code}): ${tail(result.output)}`);
+      }
+    }
+    if (socketDir !== base) await rm(socketDir, { recursive: true, force: true });
+    if (!persistent) {
+      await rm(base, { recursive: true, force: true });
+      process.off('exit', removeOnExit);
+    }
+  };
+
+  try {
+    asServer.user = await serverUser(dataPath);
+    if (asServer.user) await chown(base, asServer.user.uid, asServer.user.gid);
+    let port: number | undefined;
+    if (existsSync(path.join(dataPath, 'PG_VERSION'))) {
+      await checkClusterVersion(dataPath, install);
+      port = await runningPort(pgCtl, dataPath, asServer);
+      if (port !== undefined) log(`reusing the PostgreSQL ${install.major} already running for ${dataPath} on port ${port}`);
+    } else {
+      log(`creating a PostgreSQL ${install.major} cluster in ${dataPath}`);
+      await initCluster(install, dataPath, persistent, asServer);
+    }
+    if (port === undefined) {
+      socketDir = await socketDirFor(base, asServer.user);
+      port = await startCluster(pgCtl, base, socketDir, asServer);
+      startedHere = true;
+      log(`PostgreSQL ${install.major} with pg_cron listening on 127.0.0.1:${port} (log: ${path.join(base, 'postgres.log')})`);
+    }
+    const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+    const cronDatabase = await readCronDatabase(url, { createExtension: true });
+    let stopping: Promise<void> | undefined;
+    return { provider: 'local', url, cronDatabase, stop: () => (stopping ??= stopServer()) };
+  } catch (error) {
+    await stopServer().catch(() => {});
+    throw error;
+  }
+}
+
+/**
+ * The account that runs initdb/pg_ctl: ourselves unless we are root. An existing
+ * cluster keeps its owner (postgres only runs as the owner of its data directory);
+ * otherwise the system user postgres, else a system user created for us.
+ */
+async function serverUser(dataPath: string): Promise<RunAs | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  const owner = await stat(dataPath).catch(() => undefined);
+  if (owner && owner.uid !== 0) return { uid: owner.uid, gid: owner.gid };
+  for (const name of ['postgres', 'order_automation']) {
+    const uid = await output('id', ['-u', name]);
+    const gid = await output('id', ['-g', name]);
+    if (uid && gid) return { uid: Number(uid), gid: Number(gid) };
+  }
+  // A concurrent run may create it first; `id` below is the judge.
+  await run('useradd', ['--system', '--no-create-home', '--user-group', 'order_automation']).catch(() => undefined);
+  const uid = await output('id', ['-u', 'order_automation']);
+  const gid = await output('id', ['-g', 'order_automation']);
+  if (!uid || !gid) {
+    throw new DatabaseUnavailableError(
+      'PostgreSQL refuses to run as root and there is no system user "postgres" (useradd could not create "order_automation"): create one, or run as a normal user.',
+    );
+  }
+  return { uid: Number(uid), gid: Number(gid) };
+}
+
+async function checkClusterVersion(dataPath: string, install: PgInstall): Promise<void> {
+  const clusterMajor = Number((await readFile(path.join(dataPath, 'PG_VERSION'), 'utf8')).trim());
+  if (clusterMajor !== install.major) {
+    throw new DatabaseUnavailableError(
+      `${dataPath} holds a PostgreSQL ${clusterMajor} cluster but the binaries found are PostgreSQL ${install.major} (${install.bindir}): delete that folder to start afresh, or install PostgreSQL ${clusterMajor}.`,
+    );
+  }
+}
+
+/** Port of a postmaster already serving dataPath (line 4 of postmaster.pid), if any. */
+async function runningPort(pgCtl: string, dataPath: string, asServer: RunOptions): Promise<number | undefined> {
+  const pidFile = path.join(dataPath, 'postmaster.pid');
+  if (!existsSync(pidFile)) return undefined;
+  // Exit 0 = running; a pid file left by a crash gives 3.
+  if ((await run(pgCtl, ['status', '-D', dataPath], asServer)).code !== 0) return undefined;
+  const port = Number((await readFile(pidFile, 'utf8')).split('\n')[3]);
+  return Number.isInteger(port) && port > 0 ? port : undefined;
+}
+
+const RUNTIME_CONF = 'order_automation_runtime.conf';
+
+async function initCluster(install: PgInstall, dataPath: string, persistent: boolean, asServer: RunOptions): Promise<void> {
+  const initdb = path.join(install.bindir, 'initdb');
+  // Skipping initdb's fsync only risks a cluster we throw away anyway.
+  const args = ['-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-locale', '-D', dataPath, ...(persistent ? [] : ['--no-sync'])];
+  const result = await run(initdb, args, asServer);
+  if (result.code !== 0) throw new Error(`initdb failed for ${dataPath} (exit ${result.code}): ${tail(result.output)}`);
+  const settings = [
+    '',
+    '# order-automation: pg_cron and local-cluster settings',
+    "listen_addresses = '127.0.0.1'",
+    "shared_preload_libraries = 'pg_cron'",
+    "cron.database_name = 'postgres'",
+    'cron.use_background_workers = off',
+    'max_connections = 200',
+    'max_locks_per_transaction = 256',
+    // The persistent cluster holds `npm start` data that should survive an OS crash.
+    ...(persistent ? [] : ['fsync = off', 'synchronous_commit = off', 'full_page_writes = off']),
+    // Port and socket change on every start; they live in a file rewritten then.
+    `include_if_exists = '${RUNTIME_CONF}'`,
+    '',
+  ];
+  await appendFile(path.join(dataPath, 'postgresql.conf'), settings.join('\n'));
+}
+
+/** The socket path (dir + "/.s.PGSQL.NNNNN") must fit in sun_path's 108 bytes. */
+async function socketDirFor(base: string, user: RunAs | undefined): Promise<string> {
+  if (Buffer.byteLength(base) <= 90) return base;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'order-automation-sock-'));
+  if (user) await chown(dir, user.uid, user.gid);
+  return dir;
+}
+
+/** Starts the cluster on a free port, retrying when another process grabs the port first. */
+async function startCluster(pgCtl: string, base: string, socketDir: string, asServer: RunOptions): Promise<number> {
+  const dataPath = path.join(base, 'data');
+  const logPath = path.join(base, 'postgres.log');
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const quoted = `'${socketDir.replaceAll("'", "''")}'`;
+    const runtimeConf = path.join(dataPath, RUNTIME_CONF);
+    await writeFile(
+      runtimeConf,
+      [
+        '# Written by scripts/database.ts before each start.',
+        `port = ${port}`,
+        `unix_socket_directories = ${quoted}`,
+        // pg_cron's own connections then use the socket, where auth is trust.
+        `cron.host = ${quoted}`,
+        '',
+      ].join('\n'),
+    );
+    if (asServer.user) await chown(runtimeConf, asServer.user.uid, asServer.user.gid);
+    const logOffset = (await stat(logPath).catch(() => undefined))?.size ?? 0;
+    const result = await run(pgCtl, ['start', '-D', dataPath, '-l', logPath, '-w', '-t', '60'], asServer);
+    if (result.code === 0) return port;
+    const serverLog = (await readFile(logPath).catch(() => Buffer.alloc(0))).subarray(logOffset).toString('utf8');
+    if (attempt < 3 && /Address already in use/.test(serverLog)) continue;
+    throw new Error(`pg_ctl start failed for ${dataPath} (exit ${result.code}): ${tail(result.output)}\n${logPath}:\n${tail(serverLog)}`);
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// ── processes ───────────────────────────────────────────────────────────────
+
+interface RunOptions {
+  user?: RunAs | undefined;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+interface RunResult {
+  code: number;
+  stdout: string;
+  /** stdout and stderr interleaved, for error messages. */
+  output: string;
+}
+
+/** Runs a command to completion. Rejects only if it cannot be started. */
+function run(command: string, args: string[], { user, cwd, env }: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { ...user, cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+      output += chunk.toString('utf8');
+    });
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, output }));
+  });
+}
+
+/** Trimmed stdout of a successful command; undefined if it is missing or fails. */
+async function output(command: string, args: string[]): Promise<string | undefined> {
+  const result = await run(command, args).catch(() => undefined);
+  return result?.code === 0 ? result.stdout.trim() : undefined;
+}
+
+function findOnPath(command: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const candidate = path.join(dir, command);
+    if (dir && existsSync(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+function tail(text: string, lines = 20): string {
+  return text.trim().split('\n').slice(-lines).join('\n');
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,80 @@
+// The real schedule, end to end: pg_cron itself (not a CALL of ours) cancels an unpaid order and
+// confirms a shipped one, in two databases of one cluster at once, on the next minute's tick.
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { inject } from 'vitest';
+import { getStatus, migrate } from '../src/index.js';
+import { databaseUrl } from './setup/urls.js';
+import { balanceOf, createTestDatabase, one, seedBookstore, stockOf, type TestDatabase } from './helpers.js';
+
+const shops: TestDatabase[] = [];
+
+beforeAll(async () => {
+  for (let i = 0; i < 2; i++) {
+    const db = await createTestDatabase();
+    shops.push(db);
+    // The template was installed without a schedule; migrating again schedules the jobs.
+    await migrate(db.url);
+    await seedBookstore(db.pool, { stock: 10, balance: 1000 });
+  }
+});
+
+afterAll(async () => {
+  for (const db of shops) {
+    await migrate(db.url, { direction: 'down' }).catch(() => undefined);
+    await db.drop();
+  }
+});
+
+describe('pg_cron runs the automation on its own', () => {
+  test('on the next tick an overdue unpaid order is cancelled (stock back) and an overdue shipped one confirmed (seller paid), in two databases', async () => {
+    for (const db of shops) {
+      await db.pool.query(`select order_automation.place_order('late', 'buyer1', 'store1', '[{"book_id":"book1","count":4,"price":25}]')`);
+      await db.pool.query(`update new_order set pay_deadline = now() - interval '1 minute' where order_id = 'late'`);
+      await db.pool.query(`select order_automation.place_order('sent', 'buyer2', 'store2', '[{"book_id":"book2","count":2,"price":50}]')`);
+      await db.pool.query(`select order_automation.pay_order('sent'), order_automation.ship_order('sent')`);
+      await db.pool.query(`update new_order set receipt_deadline = now() - interval '1 minute' where order_id = 'sent'`);
+      expect(await stockOf(db.pool, 'store1', 'book1')).toBe(6);
+    }
+
+    // Both databases' jobs are in pg_cron, under names that cannot collide.
+    const cronDb = new pg.Client({ connectionString: databaseUrl(inject('serverUrl'), inject('cronDatabase')) });
+    await cronDb.connect();
+    try {
+      const jobs = await cronDb.query<{ jobname: string; database: string; schedule: string; active: boolean }>(
+        'select jobname, database, schedule, active from cron.job where database = any($1) order by jobname', [shops.map((s) => s.name)]);
+      expect(jobs.rows).toHaveLength(4);
+      expect(new Set(jobs.rows.map((j) => j.jobname)).size).toBe(4);
+      expect(jobs.rows.every((j) => j.schedule === '* * * * *' && j.active)).toBe(true);
+
+      // Wait for the tick (at most a minute, plus the run itself).
+      const deadline = Date.now() + 100_000;
+      const done = async (db: TestDatabase) => (await db.pool.query(
+        `select count(*)::int n from new_order where (order_id = 'late' and state = 4) or (order_id = 'sent' and state = 3)`)).rows[0].n === 2;
+      while (Date.now() < deadline && !(await Promise.all(shops.map(done))).every(Boolean)) {
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+
+      for (const db of shops) {
+        expect(await one(db.pool, `select state from new_order where order_id = 'late'`)).toEqual({ state: 4 });
+        expect(await one(db.pool, `select state from new_order where order_id = 'sent'`)).toEqual({ state: 3 });
+        expect(await stockOf(db.pool, 'store1', 'book1')).toBe(10);
+        expect(await balanceOf(db.pool, 'seller2')).toBe(100);
+        const causes = await db.pool.query(`select order_id, cause from order_automation.order_event where cause like '%_timeout' order by order_id`);
+        expect(causes.rows).toEqual([{ order_id: 'late', cause: 'payment_timeout' }, { order_id: 'sent', cause: 'receipt_timeout' }]);
+        const status = await getStatus(db.pool);
+        for (const job of status.jobs) {
+          expect(job.active).toBe(true);
+          expect(job.lastRun?.error ?? null).toBeNull();
+          expect(job.lastRun?.processed).toBeGreaterThanOrEqual(1);
+        }
+      }
+      const runs = await cronDb.query<{ status: string }>(`select d.status from cron.job_run_details d join cron.job j using (jobid)
+        where j.database = any($1) and d.status <> 'running'`, [shops.map((s) => s.name)]);
+      expect(runs.rows.length).toBeGreaterThanOrEqual(4);
+      expect(runs.rows.every((r) => r.status === 'succeeded')).toBe(true);
+    } finally {
+      await cronDb.end();
+    }
+  }, 130_000);
+});

@@ -1,0 +1,61 @@
+// SPEC §4 settings: one row, read and changed through the module; bad values are refused by the
+// table's constraints with a message naming the setting, and a refused change changes nothing.
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { getSettings, InvalidSettingError, payOrder, placeOrder, shipOrder, updateSettings } from '../src/index.js';
+import { createTestDatabase, seedBookstore, type TestDatabase } from './helpers.js';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  await seedBookstore(db.pool);
+});
+afterAll(async () => db?.drop());
+
+const defaults = { paymentTimeout: '00:10:00', receiptTimeout: '00:01:00', batchSize: 1000, maxRunTime: '00:00:50' };
+
+describe('settings', () => {
+  test('a fresh install has the reference defaults', async () => {
+    expect(await getSettings(db.pool)).toEqual(defaults);
+  });
+
+  test('changed settings are read back, and untouched ones stay', async () => {
+    expect(await updateSettings(db.pool, { paymentTimeout: '15 minutes', batchSize: 500 }))
+      .toEqual({ ...defaults, paymentTimeout: '00:15:00', batchSize: 500 });
+    expect(await updateSettings(db.pool, { paymentTimeout: '10 minutes', batchSize: 1000 })).toEqual(defaults);
+  });
+
+  test.each([
+    [{ paymentTimeout: '0 seconds' }, 'payment_timeout must be a positive interval'],
+    [{ paymentTimeout: '-5 minutes' }, 'payment_timeout must be a positive interval'],
+    [{ receiptTimeout: '0' }, 'receipt_timeout must be a positive interval'],
+    [{ batchSize: 0 }, 'batch_size must be between 1 and 1000000'],
+    [{ batchSize: 1_000_001 }, 'batch_size must be between 1 and 1000000'],
+    [{ maxRunTime: '2 days' }, 'max_run_time must be between 1 second and 1 day'],
+    [{ paymentTimeout: 'banana' }, 'invalid input syntax for type interval: "banana"'],
+    [{ batchSize: 1.5 }, 'batch_size must be a whole number'],
+  ])('%o is refused with a message naming the setting, and nothing changes', async (change, message) => {
+    const error = await updateSettings(db.pool, { receiptTimeout: '2 minutes', ...change }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InvalidSettingError);
+    expect((error as Error).message).toContain(message);
+    expect(await getSettings(db.pool)).toEqual(defaults);
+  });
+
+  test('the settings table keeps exactly one row', async () => {
+    await expect(db.pool.query('insert into order_automation.settings (singleton) values (false)'))
+      .rejects.toThrow('settings has exactly one row');
+    await expect(db.pool.query('insert into order_automation.settings default values')).rejects.toThrow('duplicate key');
+  });
+
+  test('deadlines of new orders and new shipments follow the current timeouts', async () => {
+    await updateSettings(db.pool, { paymentTimeout: '2 hours', receiptTimeout: '3 days' });
+    try {
+      const order = await placeOrder(db.pool, { orderId: 'follows', userId: 'buyer1', storeId: 'store1', items: [{ bookId: 'book1', count: 1, price: 5 }] });
+      expect(order.payDeadline!.getTime() - order.createdAt.getTime()).toBe(2 * 3600_000);
+      await payOrder(db.pool, order.orderId);
+      const shipped = await shipOrder(db.pool, order.orderId);
+      expect(shipped.receiptDeadline!.getTime() - shipped.shippedAt!.getTime()).toBe(3 * 86400_000);
+    } finally {
+      await updateSettings(db.pool, { paymentTimeout: defaults.paymentTimeout, receiptTimeout: defaults.receiptTimeout });
+    }
+  });
+});
