@@ -9,7 +9,8 @@ export type Db = string | pg.Pool | pg.ClientBase;
 export async function withClient<T>(db: Db, work: (client: pg.ClientBase) => Promise<T>): Promise<T> {
   try {
     if (typeof db === 'string') {
-      const client = new pg.Client({ connectionString: db });
+      // A host that drops packets must not hang a CLI or a test: give up after 10 s.
+      const client = new pg.Client({ connectionString: db, connectionTimeoutMillis: 10_000 });
       await client.connect();
       try {
         return await work(client);

@@ -110,20 +110,21 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
       });
       let scheduledIn: string | null = null;
       if (direction === 'up') {
-        if (external) {
-          const pending = await client.query<{ job: string; jobname: string; schedule: string; command: string }>(`
-            select job, order_automation.cron_jobname(job) as jobname, schedule, command
-              from order_automation.job where cron_database is null order by job`);
-          if (pending.rows.length > 0) {
-            await inCronDatabase(db, place.cronDatabase!, async (cron) => {
-              for (const job of pending.rows) {
-                await cron.query('select cron.schedule_in_database($1, $2, $3, $4)',
-                  [job.jobname, job.schedule, job.command, place.current]);
-              }
-            });
-            await client.query('update order_automation.job set cron_database = $1 where cron_database is null', [place.cronDatabase]);
-            log?.(`scheduled ${pending.rows.length} pg_cron jobs from database "${place.cronDatabase}"`);
-          }
+        // Jobs not scheduled yet (first install, or installed earlier with schedule: false).
+        const pending = schedule ? (await client.query<{ job: string; jobname: string; schedule: string; command: string }>(`
+          select job, order_automation.cron_jobname(job) as jobname, schedule, command
+            from order_automation.job where cron_database is null order by job`)).rows : [];
+        if (pending.length > 0 && !external) {
+          await client.query('select order_automation.schedule_jobs()');
+        } else if (pending.length > 0) {
+          await inCronDatabase(db, place.cronDatabase!, async (cron) => {
+            for (const job of pending) {
+              await cron.query('select cron.schedule_in_database($1, $2, $3, $4)',
+                [job.jobname, job.schedule, job.command, place.current]);
+            }
+          });
+          await client.query('update order_automation.job set cron_database = $1 where cron_database is null', [place.cronDatabase]);
+          log?.(`scheduled ${pending.length} pg_cron jobs from database "${place.cronDatabase}"`);
         }
         const where = await client.query<{ cron_database: string | null }>('select min(cron_database) as cron_database from order_automation.job');
         scheduledIn = where.rows[0]?.cron_database ?? null;

@@ -2,7 +2,7 @@
 // database holds exactly the definitions of sql/, and every routine passes plpgsql_check.
 import { readdirSync, readFileSync } from 'node:fs';
 import pg from 'pg';
-import { afterAll, describe, expect, test } from 'vitest';
+import { afterAll, describe, expect, inject, test } from 'vitest';
 import { migrate } from '../src/index.js';
 import { createTestDatabase, type TestDatabase } from './helpers.js';
 
@@ -125,5 +125,18 @@ describe('static checks', () => {
       and prolang = (select oid from pg_language where lanname = 'plpgsql')`);
     expect(checked.rows[0].n).toBeGreaterThan(15);
     expect(rows.map((r) => `${r.routine}:${r.lineno ?? ''} ${r.level}: ${r.message}`)).toEqual([]);
+  });
+});
+
+describe('pg_cron in another database', () => {
+  test('the SQL installer refuses to schedule outside pg_cron\'s database, naming it and the fix (OA010)', async () => {
+    const db = await createTestDatabase();
+    created.push(db);
+    const error = await db.pool.query('select order_automation.schedule_jobs()').catch((e: { code: string; message: string; hint: string }) => e);
+    expect(error).toMatchObject({ code: 'OA010' });
+    const { message, hint } = error as { message: string; hint: string };
+    expect(message).toContain(`pg_cron runs in database ${inject('cronDatabase')} (cron.database_name), not in ${db.name}`);
+    expect(message).toContain('cron.schedule_in_database');
+    expect(hint).toContain('--no-schedule');
   });
 });

@@ -798,9 +798,10 @@ comment on function order_automation.pg_cron_problem() is
 create function order_automation.cron_schema() returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
-as $$ select quote_ident(n.nspname) from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'pg_cron' $$;
+-- pg_cron always keeps its objects in schema cron, whatever schema the extension is created in.
+as $$ select 'cron'::text where exists (select from pg_extension where extname = 'pg_cron') $$;
 comment on function order_automation.cron_schema() is
-  'The schema of the pg_cron extension in this database (cron), NULL when it is not created here';
+  'cron when the pg_cron extension is created in this database, NULL otherwise';
 
 create function order_automation.schedule_jobs() returns void
 language plpgsql

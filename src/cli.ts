@@ -1,0 +1,387 @@
+#!/usr/bin/env node
+// The order-automation command: install the package, look at the automation, run it by hand, change
+// its settings, read the order history. A thin shell over the exported functions; the database judges.
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import {
+  cancelExpiredOrders, confirmShippedOrders, DatabaseUnreachableError, getSettings, getStatus, InvalidSettingError, migrate,
+  OrderAutomationError, readOrderEvents, settingNames, updateSettings, type Settings, type Status,
+} from './index.js';
+
+export interface Io {
+  stdout: { write(text: string): unknown };
+  stderr: { write(text: string): unknown };
+}
+
+/** A mistake in the command line: exit code 2 and a pointer to --help. */
+class UsageError extends Error {}
+
+const options = {
+  'database-url': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+  down: { type: 'boolean' },
+  'no-schedule': { type: 'boolean' },
+  'as-of': { type: 'string' },
+  'batch-size': { type: 'string' },
+  order: { type: 'string' },
+  after: { type: 'string' },
+  limit: { type: 'string' },
+} as const;
+type OptionName = keyof typeof options;
+const globalOptions: OptionName[] = ['database-url', 'json', 'help', 'version'];
+
+interface Context {
+  url: string;
+  args: string[];
+  values: Partial<Record<OptionName, string | boolean>>;
+  log: (line: string) => void;
+}
+
+interface Command {
+  usage: string;
+  summary: string;
+  /** What `<command> --help` adds to the usage line. */
+  details: string;
+  options: OptionName[];
+  /** The result as data (printed by --json) and as text. */
+  run(context: Context): Promise<{ data: unknown; text: string }>;
+}
+
+const settingKeys = Object.fromEntries(Object.entries(settingNames).map(([key, name]) => [name, key as keyof Settings]));
+
+const commands: Record<string, Command> = {
+  migrate: {
+    usage: 'migrate [--down] [--no-schedule]',
+    summary: 'install the package (or, with --down, remove it) and schedule its pg_cron jobs',
+    details: `Applies every pending migration in one transaction; running it twice, or twice at once, does no harm.
+  --down          revert every migration: removes the package's schema, tables and pg_cron jobs
+  --no-schedule   install without pg_cron jobs (same as ORDER_AUTOMATION_SCHEDULE=off); you then run
+                  the automation yourself, e.g. with order-automation run cancel`,
+    options: ['down', 'no-schedule'],
+    async run({ url, values, log }) {
+      const down = values.down === true;
+      const result = await migrate(url, { direction: down ? 'down' : 'up', schedule: values['no-schedule'] !== true && scheduleFromEnv(), log });
+      const lines = result.migrations.map((name) => `${down ? 'reverted' : 'applied'} ${name}`);
+      if (lines.length === 0) lines.push(down ? 'nothing to revert' : 'already up to date: no migration to apply');
+      if (!down) {
+        lines.push(result.scheduledIn === null
+          ? 'the jobs are not scheduled in pg_cron: run them with order-automation run cancel|confirm, or run order-automation migrate again without --no-schedule to schedule them'
+          : `the jobs are scheduled by pg_cron in database "${result.scheduledIn}"`);
+      }
+      return { data: result, text: lines.join('\n') };
+    },
+  },
+  status: {
+    usage: 'status',
+    summary: 'each job: schedule, active, last run, orders due now, next deadline; and the settings',
+    details: 'Shows what pg_cron runs and how the last runs went.',
+    options: [],
+    async run({ url }) {
+      const status = await getStatus(url);
+      return { data: status, text: statusText(status, new Date()) };
+    },
+  },
+  run: {
+    usage: 'run cancel|confirm [--as-of <time>] [--batch-size <n>]',
+    summary: 'run one automation now: cancel unpaid orders past their payment deadline, or confirm shipped ones',
+    details: `run cancel cancels every unpaid order past its payment deadline; run confirm marks received every
+shipped order past its receipt deadline. Prints how many.
+  --as-of <time>     process what is due at this ISO 8601 time, e.g. 2030-01-01T12:00:00Z (default: now)
+  --batch-size <n>   orders per batch and commit (default: the batch_size setting)`,
+    options: ['as-of', 'batch-size'],
+    async run({ url, args, values }) {
+      const [which, ...extra] = args;
+      if (which !== 'cancel' && which !== 'confirm') {
+        throw new UsageError(which === undefined ? 'run needs cancel or confirm' : `run takes cancel or confirm, not "${which}"`);
+      }
+      noMore(extra);
+      const asOf = values['as-of'] === undefined ? undefined : timestamp('--as-of', String(values['as-of']));
+      const batchSize = wholeNumber('--batch-size', values['batch-size']);
+      if (which === 'cancel') {
+        const data = await cancelExpiredOrders(url, { asOf, batchSize });
+        return { data, text: `cancelled ${plural(data.cancelled, 'order')}` };
+      }
+      const data = await confirmShippedOrders(url, { asOf, batchSize });
+      return { data, text: `confirmed ${plural(data.confirmed, 'order')}` };
+    },
+  },
+  settings: {
+    usage: 'settings [get] | settings set <name>=<value> ...',
+    summary: 'show the settings, or change some of them (all or none)',
+    details: `The settings: ${Object.values(settingNames).join(', ')}. Intervals are written as PostgreSQL reads
+them: 10 minutes, 1 day, 00:00:30. Example: order-automation settings set payment_timeout='15 minutes' batch_size=500
+When one value is refused, no setting changes.`,
+    options: [],
+    async run({ url, args }) {
+      const [action = 'get', ...pairs] = args;
+      if (action === 'get') {
+        noMore(pairs);
+        const settings = await getSettings(url);
+        return { data: settings, text: settingsText(settings) };
+      }
+      if (action !== 'set') throw new UsageError(`settings takes get or set, not "${action}"`);
+      if (pairs.length === 0) throw new UsageError('settings set needs at least one <name>=<value>');
+      const changes = settingChanges(pairs);
+      try {
+        const settings = await updateSettings(url, changes);
+        return { data: settings, text: settingsText(settings) };
+      } catch (error) {
+        if (error instanceof InvalidSettingError) {
+          throw new InvalidSettingError(`${sentence(error.message)} No setting was changed.`, { sqlstate: error.sqlstate, hint: error.hint, cause: error });
+        }
+        throw error;
+      }
+    },
+  },
+  events: {
+    usage: 'events [--order <id>] [--after <id>] [--limit <n>]',
+    summary: 'the order history: every state change, in order',
+    details: `  --order <id>   only this order's events
+  --after <id>   only events after this event id (to page, or to resume)
+  --limit <n>    at most this many events (default 1000)`,
+    options: ['order', 'after', 'limit'],
+    async run({ url, args, values }) {
+      noMore(args);
+      const events = await readOrderEvents(url, {
+        orderId: values.order === undefined ? undefined : String(values.order),
+        afterId: wholeNumber('--after', values.after),
+        limit: wholeNumber('--limit', values.limit),
+      });
+      const rows = events.map((e) => [String(e.id), e.orderId, e.from ?? '-', e.to ?? '-', e.cause, time(e.at)]);
+      return { data: events, text: events.length === 0 ? 'no events' : columns([['id', 'order', 'from', 'to', 'cause', 'at'], ...rows]) };
+    },
+  },
+};
+
+function usage(): string {
+  return `Usage: order-automation <command> [options]
+
+Cancels unpaid orders past their payment deadline and confirms shipped orders past their receipt
+deadline, inside PostgreSQL, on pg_cron's schedule.
+
+Commands:
+${Object.values(commands).map((c) => `  ${c.usage}\n      ${c.summary}`).join('\n')}
+
+Options of every command:
+  --database-url <url>   postgres://user:password@host:port/database (default: $DATABASE_URL)
+  --json                 print JSON instead of text
+  -h, --help             this help; order-automation <command> --help for one command
+  --version              print the version
+
+Exit codes: 0 done, 1 refused or failed (the message says why), 2 a mistake in the command line.
+`;
+}
+
+function commandUsage(command: Command): string {
+  const summary = command.summary[0]!.toUpperCase() + command.summary.slice(1);
+  return `Usage: order-automation ${command.usage} [--database-url <url>] [--json]\n\n${summary}.\n${command.details}\n`;
+}
+
+function version(): string {
+  // One level up from both src/cli.ts (tsx) and dist/cli.js (built).
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function scheduleFromEnv(): boolean {
+  const value = (process.env.ORDER_AUTOMATION_SCHEDULE ?? '').toLowerCase();
+  if (value === 'off') return false;
+  if (value === '' || value === 'on') return true;
+  throw new UsageError(`ORDER_AUTOMATION_SCHEDULE must be "on" or "off", not "${process.env.ORDER_AUTOMATION_SCHEDULE}"`);
+}
+
+function databaseUrl(flag: string | boolean | undefined): string {
+  const url = typeof flag === 'string' ? flag : process.env.DATABASE_URL;
+  if (!url) throw new UsageError('no database given: pass --database-url postgres://user@host:port/database or set DATABASE_URL');
+  let protocol: string;
+  try {
+    protocol = new URL(url).protocol;
+  } catch {
+    protocol = '';
+  }
+  // Not echoed: it may hold a password.
+  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+    throw new UsageError('the database URL must look like postgres://user:password@host:port/database');
+  }
+  return url;
+}
+
+function urlSource(argv: string[]): string {
+  return argv.some((a) => a === '--database-url' || a.startsWith('--database-url=')) ? 'given by --database-url' : 'from DATABASE_URL';
+}
+
+/** Passwords of every URL on the command line or in DATABASE_URL, so that no message shows them. */
+function secretsOf(argv: string[]): string[] {
+  const secrets: string[] = [];
+  for (const candidate of [process.env.DATABASE_URL ?? '', ...argv.map((a) => a.replace(/^--[\w-]+=/, ''))]) {
+    let password = '';
+    try {
+      password = new URL(candidate).password;
+      if (password) secrets.push(password, decodeURIComponent(password));
+    } catch {
+      // Not a URL; or a password that is not valid percent-encoding, shown (if ever) as written.
+      if (password) secrets.push(password);
+    }
+  }
+  return secrets;
+}
+
+function noMore(args: string[]): void {
+  if (args.length > 0) throw new UsageError(`unexpected argument "${args[0]}"`);
+}
+
+function wholeNumber(flag: string, text: string | boolean | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (typeof text !== 'string' || !/^\d+$/.test(text)) throw new UsageError(`${flag} must be a whole number, not "${text}"`);
+  return Number(text);
+}
+
+function timestamp(flag: string, text: string): Date {
+  const at = /^\d{4}-\d\d-\d\d/.test(text) ? new Date(text) : new Date(Number.NaN);
+  if (Number.isNaN(at.getTime())) {
+    throw new UsageError(`${flag} must be an ISO 8601 time such as 2030-01-01T12:00:00Z, not "${text}"`);
+  }
+  return at;
+}
+
+function settingChanges(pairs: string[]): Partial<Settings> {
+  const changes: Partial<Record<keyof Settings, string | number>> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq < 0) throw new UsageError(`settings set takes <name>=<value>, not "${pair}"`);
+    const name = pair.slice(0, eq);
+    const value = pair.slice(eq + 1);
+    const key = settingKeys[name];
+    if (!key) throw new UsageError(`unknown setting "${name}"; the settings are ${Object.values(settingNames).join(', ')}`);
+    if (key in changes) throw new UsageError(`${name} is given twice`);
+    if (key === 'batchSize' && !/^[+-]?\d+$/.test(value)) {
+      throw new InvalidSettingError(`batch_size must be a whole number, not "${value}". No setting was changed.`);
+    }
+    changes[key] = key === 'batchSize' ? Number(value) : value;
+  }
+  return changes as Partial<Settings>;
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+function sentence(text: string): string {
+  return /[.!?]$/.test(text) ? text : `${text}.`;
+}
+
+function time(at: Date): string {
+  return at.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+}
+
+function relative(at: Date, now: Date): string {
+  const seconds = Math.round((at.getTime() - now.getTime()) / 1000);
+  const abs = Math.abs(seconds);
+  const span = abs < 90 ? `${abs} s` : abs < 90 * 60 ? `${Math.round(abs / 60)} min` : abs < 48 * 3600 ? `${Math.round(abs / 3600)} h` : `${Math.round(abs / 86400)} days`;
+  return seconds >= 0 ? `in ${span}` : `${span} ago`;
+}
+
+/** Left-aligned columns, two spaces apart. */
+function columns(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
+  return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+function settingsText(settings: Settings): string {
+  return columns(Object.entries(settingNames).map(([key, name]) => [name, String(settings[key as keyof Settings])]));
+}
+
+function statusText(status: Status, now: Date): string {
+  const jobs = status.jobs.map((job) => {
+    const run = job.lastRun;
+    const active = job.cronDatabase === null ? 'no (not scheduled)'
+      : job.active === null ? 'unknown (pg_cron could not be read)'
+        : `${job.active ? 'yes' : 'no (inactive in pg_cron)'}${job.cronDatabase === status.database ? '' : `, from database "${job.cronDatabase}"`}`;
+    return columns([
+      ['job', job.job],
+      ['schedule', job.schedule],
+      ['active', active],
+      ['last run', run ? `${time(run.startedAt)} (${relative(run.startedAt, now)})` : 'never'],
+      ['result', !run ? '-' : run.error !== null ? 'error' : run.finishedAt === null ? 'unfinished (running, or stopped)' : 'ok'],
+      ['processed', run ? String(run.processed) : '-'],
+      ['failed', run ? String(run.failed) : '-'],
+      ['error', run?.error ?? '-'],
+      ['due now', String(job.dueNow)],
+      ['next deadline', job.nextDeadline ? `${time(job.nextDeadline)} (${relative(job.nextDeadline, now)})` : '-'],
+    ]);
+  });
+  return [`database ${status.database}`, ...jobs, `settings\n${settingsText(status.settings)}`].join('\n\n');
+}
+
+/** Runs the command line `argv` (without node and the script); returns the exit code. */
+export async function main(argv: string[], io: Io = process): Promise<number> {
+  const secrets = secretsOf(argv);
+  const redact = (text: string) => secrets.reduce((t, secret) => t.replaceAll(secret, '***'), text);
+  const fail = (text: string) => io.stderr.write(`${redact(text)}\n`);
+  try {
+    const { values, positionals, tokens } = parseArgs({ args: argv, options, allowPositionals: true, strict: false, tokens: true });
+    const [name, ...args] = positionals;
+    const command = name === undefined ? undefined : commands[name];
+    if (name !== undefined && !command) throw new UsageError(`unknown command "${name}"; the commands are ${Object.keys(commands).join(', ')}`);
+    // Checked here rather than by strict parsing, for messages that say what is wrong with which option.
+    for (const token of tokens) {
+      if (token.kind !== 'option') continue;
+      const spec = (options as Record<string, { type: string }>)[token.name];
+      if (!spec) throw new UsageError(`unknown option ${token.rawName}`);
+      if (spec.type === 'string' && (token.value === undefined || (!token.inlineValue && token.value.startsWith('-')))) {
+        throw new UsageError(`option ${token.rawName} needs a value`);
+      }
+      if (spec.type === 'boolean' && token.value !== undefined) throw new UsageError(`option ${token.rawName} takes no value`);
+      const option = token.name as OptionName;
+      if (!globalOptions.includes(option) && !command?.options.includes(option)) {
+        throw new UsageError(`option ${token.rawName} does not apply to ${name === undefined ? 'order-automation without a command' : name}`);
+      }
+    }
+    if (values.version) {
+      io.stdout.write(`${version()}\n`);
+      return 0;
+    }
+    if (values.help) {
+      io.stdout.write(command ? commandUsage(command) : usage());
+      return 0;
+    }
+    if (!command) throw new UsageError(`no command given; the commands are ${Object.keys(commands).join(', ')}`);
+    const url = databaseUrl(values['database-url']);
+    // Progress goes to stderr, so that stdout holds only the result (and stays valid JSON with --json).
+    const { data, text } = await command.run({ url, args, values, log: (line) => fail(line) });
+    io.stdout.write(`${values.json ? JSON.stringify(data, null, 2) : text}\n`);
+    return 0;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      fail(`order-automation: ${sentence(error.message)}\nRun order-automation --help for usage.`);
+      return 2;
+    }
+    if (error instanceof OrderAutomationError || error instanceof pg.DatabaseError) {
+      // The server's own errors (a database not migrated, say) are not bugs of this program: no stack either.
+      const hint = error.hint
+        ?? (error instanceof DatabaseUnreachableError ? `Check the server and the database URL (${urlSource(argv)}).` : undefined)
+        ?? (error instanceof pg.DatabaseError && ['3F000', '42P01', '42883'].includes(error.code ?? '')
+          ? 'Is order-automation installed in this database? Install it with order-automation migrate.' : undefined);
+      fail(`order-automation: ${sentence(error.message)}${hint ? ` ${sentence(hint)}` : ''}`);
+      return 1;
+    }
+    fail(`order-automation: unexpected error\n${error instanceof Error ? error.stack : String(error)}`);
+    return 1;
+  }
+}
+
+function isEntryPoint(): boolean {
+  const script = process.argv[1];
+  if (!script) return false;
+  try {
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) process.exitCode = await main(process.argv.slice(2));
