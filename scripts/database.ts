@@ -29,6 +29,8 @@ export interface GetDatabaseOptions {
   dataDir?: string;
   /** Progress messages. */
   log?: (line: string) => void;
+  /** Local provider: extensions besides pg_cron to install with apt-get when missing (best effort), e.g. plpgsql_check. */
+  extensions?: string[];
 }
 
 export class DatabaseUnavailableError extends Error {
@@ -298,35 +300,42 @@ async function serverMajor(bindir: string): Promise<number | undefined> {
   return match ? Number(match[1]) : undefined;
 }
 
-/** Installs postgresql-<major>-cron with apt-get when pg_cron is missing and we may; nothing else. */
-async function ensurePgCron(install: PgInstall, log: (line: string) => void): Promise<void> {
-  const library = path.join(install.pkglibdir, 'pg_cron.so');
-  if (existsSync(library)) return;
-  const aptPackage = `postgresql-${install.major}-cron`;
-  const missing = `PostgreSQL ${install.major} in ${install.bindir} has no pg_cron (${library} is missing)`;
-  // apt's package only fits the binaries apt installed.
+/**
+ * Installs with apt-get the extension packages the server lacks, when we may: pg_cron always, and the
+ * optional ones asked for (plpgsql_check for the tests). Only a missing pg_cron is an error here.
+ */
+async function ensureExtensions(install: PgInstall, optional: string[], log: (line: string) => void): Promise<void> {
+  const wanted = [{ name: 'pg_cron', required: true }, ...optional.map((name) => ({ name, required: false }))]
+    .map((e) => ({ ...e, library: path.join(install.pkglibdir, `${e.name}.so`), aptPackage: `postgresql-${install.major}-${e.name.replace(/^pg_/, '').replace(/_/g, '-')}` }))
+    .filter((e) => !existsSync(e.library));
+  if (wanted.length === 0) return;
+  const cron = wanted.find((e) => e.required);
+  const missing = `PostgreSQL ${install.major} in ${install.bindir} lacks ${wanted.map((e) => `${e.name} (${e.library})`).join(' and ')}`;
+  // apt's packages only fit the binaries apt installed.
   const isDebianInstall = install.bindir === path.join(DEBIAN_PG_ROOT, String(install.major), 'bin');
   const aptGet = isDebianInstall && process.getuid?.() === 0 ? findOnPath('apt-get') : undefined;
+  const packages = wanted.map((e) => e.aptPackage);
   if (!aptGet) {
+    if (!cron) return;
     throw new DatabaseUnavailableError(
       isDebianInstall
-        ? `${missing}: install it as root with apt-get install ${aptPackage}.`
-        : `${missing}: install pg_cron for that server (on Debian/Ubuntu packages: apt-get install ${aptPackage}).`,
+        ? `${missing}: install it as root with apt-get install ${packages.join(' ')}.`
+        : `${missing}: install pg_cron for that server (on Debian/Ubuntu packages: apt-get install ${cron.aptPackage}).`,
     );
   }
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  for (const args of [['update'], ['install', '-y', aptPackage]]) {
+  for (const args of [['update'], ['install', '-y', ...packages]]) {
     log(`${missing}; running apt-get ${args.join(' ')}`);
     const result = await run(aptGet, args, { env });
     if (result.code !== 0) {
       throw new DatabaseUnavailableError(`${missing}, and apt-get ${args.join(' ')} failed (exit ${result.code}): ${tail(result.output)}`);
     }
   }
-  if (!existsSync(library)) throw new DatabaseUnavailableError(`${missing}, even after apt-get install ${aptPackage}.`);
+  if (cron && !existsSync(cron.library)) throw new DatabaseUnavailableError(`${missing}, even after apt-get install ${cron.aptPackage}.`);
 }
 
 async function localDatabase(install: PgInstall, options: GetDatabaseOptions, log: (line: string) => void): Promise<Database> {
-  await ensurePgCron(install, log);
+  await ensureExtensions(install, options.extensions ?? [], log);
   const persistent = options.dataDir !== undefined;
   // base holds data/, postgres.log and (when its path is short enough) the server's unix socket.
   let base: string;

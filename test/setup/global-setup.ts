@@ -17,7 +17,7 @@ declare module 'vitest' {
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const started = Date.now();
-  const database = await getDatabase({ log: (line) => console.log(`[database] ${line}`) });
+  const database = await getDatabase({ extensions: ['plpgsql_check'], log: (line) => console.log(`[database] ${line}`) });
   const template = `oa_template_${process.pid}`;
   const admin = new pg.Client({ connectionString: database.url });
   await admin.connect();
