@@ -29,6 +29,8 @@ export interface GetDatabaseOptions {
   dataDir?: string;
   /** Progress messages. */
   log?: (line: string) => void;
+  /** Use this provider, whatever ORDER_AUTOMATION_DB and DATABASE_URL say. */
+  provider?: Provider;
   /** Local provider: extensions besides pg_cron to install with apt-get when missing (best effort), e.g. plpgsql_check. */
   extensions?: string[];
 }
@@ -43,7 +45,8 @@ const DEFAULT_MAJOR = 15;
 
 export async function getDatabase(options: GetDatabaseOptions = {}): Promise<Database> {
   const log = options.log ?? (() => {});
-  const forced = process.env.ORDER_AUTOMATION_DB;
+  // A caller that needs a server of its own to break (the fault tests) asks for one explicitly.
+  const forced = options.provider ?? process.env.ORDER_AUTOMATION_DB;
   if (forced) {
     if (!(PROVIDERS as readonly string[]).includes(forced)) {
       throw new DatabaseUnavailableError(

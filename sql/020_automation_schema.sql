@@ -72,3 +72,15 @@ create table order_automation.order_failure (
 create index order_failure_run on order_automation.order_failure (run_id);
 comment on table order_automation.order_failure is
   'Orders a run skipped because processing them raised an error; they are retried by the next run';
+
+create table order_automation.job (
+  job text primary key,
+  command text not null,
+  schedule text not null default '* * * * *',
+  cron_database text
+);
+comment on table order_automation.job is
+  'The scheduled jobs of the package: the command pg_cron runs, its cron schedule, and the database whose pg_cron runs it (NULL: not scheduled)';
+insert into order_automation.job (job, command) values
+  ('cancel_expired_orders', 'CALL order_automation.cancel_expired_orders()'),
+  ('confirm_shipped_orders', 'CALL order_automation.confirm_shipped_orders()');

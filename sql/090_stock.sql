@@ -1,7 +1,7 @@
 -- Moving books on and off the shelf (store.stock_level), set-based, for every writer of orders:
 -- placing lines reserves, cancelling restores. Never leaves stock negative, never deadlocks.
 
-create function order_automation.move_stock(
+create or replace function order_automation.move_stock(
   store_ids text[], book_ids text[], deltas integer[], order_ids text[]
 ) returns void
 language plpgsql

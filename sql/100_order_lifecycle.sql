@@ -3,14 +3,14 @@
 
 -- Which writer changed an order: package routines set order_automation.cause for their transaction;
 -- a plain UPDATE by an app is recorded as 'sql'.
-create function order_automation.current_cause() returns text
+create or replace function order_automation.current_cause() returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$ select coalesce(nullif(current_setting('order_automation.cause', true), ''), 'sql') $$;
 comment on function order_automation.current_cause() is
   'The cause recorded in order_event for changes made by the current transaction';
 
-create function order_automation.tg_new_order__before_insert() returns trigger
+create or replace function order_automation.tg_new_order__before_insert() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -25,10 +25,10 @@ begin
   return new;
 end $$;
 
-create trigger _100_place before insert on public.new_order
+create or replace trigger _100_place before insert on public.new_order
 for each row execute function order_automation.tg_new_order__before_insert();
 
-create function order_automation.tg_new_order__keep_identity() returns trigger
+create or replace function order_automation.tg_new_order__keep_identity() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -38,13 +38,13 @@ begin
 end $$;
 
 -- Stock and money are booked against the order's store and buyer: they may not move under it.
-create trigger _050_keep_identity before update of order_id, user_id, store_id on public.new_order
+create or replace trigger _050_keep_identity before update of order_id, user_id, store_id on public.new_order
 for each row when (old.order_id is distinct from new.order_id
                 or old.user_id is distinct from new.user_id
                 or old.store_id is distinct from new.store_id)
 execute function order_automation.tg_new_order__keep_identity();
 
-create function order_automation.tg_new_order__stamp() returns trigger
+create or replace function order_automation.tg_new_order__stamp() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -64,7 +64,7 @@ end $$;
 
 -- Fires only when a writer changed the state without giving the matching timestamps; the
 -- automation gives them, so its set-based updates pay no per-row PL/pgSQL call.
-create trigger _100_stamp before update of state on public.new_order
+create or replace trigger _100_stamp before update of state on public.new_order
 for each row when (old.state is distinct from new.state and (
      (new.state = 1 and new.paid_at is null)
   or (new.state = 2 and (new.shipped_at is null or new.receipt_deadline is null))
@@ -72,7 +72,7 @@ for each row when (old.state is distinct from new.state and (
   or (new.state = 4 and new.cancelled_at is null)))
 execute function order_automation.tg_new_order__stamp();
 
-create function order_automation.tg_new_order__after_insert() returns trigger
+create or replace function order_automation.tg_new_order__after_insert() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -83,11 +83,11 @@ begin
   return null;
 end $$;
 
-create trigger _900_placed after insert on public.new_order
+create or replace trigger _900_placed after insert on public.new_order
 referencing new table as new_orders
 for each statement execute function order_automation.tg_new_order__after_insert();
 
-create function order_automation.tg_new_order__after_update() returns trigger
+create or replace function order_automation.tg_new_order__after_update() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -191,11 +191,11 @@ begin
   return null;
 end $$;
 
-create trigger _900_lifecycle after update on public.new_order
+create or replace trigger _900_lifecycle after update on public.new_order
 referencing old table as old_orders new table as new_orders
 for each statement execute function order_automation.tg_new_order__after_update();
 
-create function order_automation.tg_new_order__after_delete() returns trigger
+create or replace function order_automation.tg_new_order__after_delete() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -215,6 +215,6 @@ begin
   return null;
 end $$;
 
-create trigger _900_deleted after delete on public.new_order
+create or replace trigger _900_deleted after delete on public.new_order
 referencing old table as old_orders
 for each statement execute function order_automation.tg_new_order__after_delete();

@@ -1,7 +1,7 @@
 -- The lines of an order (new_order_detail): adding, changing or removing lines of an unpaid order
 -- reserves or returns its books; the lines of any other order are frozen (cancelled ones may be purged).
 
-create function order_automation.tg_new_order_detail__reserve() returns trigger
+create or replace function order_automation.tg_new_order_detail__reserve() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -54,14 +54,14 @@ begin
   return null;
 end $$;
 
-create trigger _100_reserve after insert on public.new_order_detail
+create or replace trigger _100_reserve after insert on public.new_order_detail
 referencing new table as new_lines
 for each statement execute function order_automation.tg_new_order_detail__reserve();
 
-create trigger _100_reserve_update after update on public.new_order_detail
+create or replace trigger _100_reserve_update after update on public.new_order_detail
 referencing old table as old_lines new table as new_lines
 for each statement execute function order_automation.tg_new_order_detail__reserve();
 
-create trigger _100_release after delete on public.new_order_detail
+create or replace trigger _100_release after delete on public.new_order_detail
 referencing old table as old_lines
 for each statement execute function order_automation.tg_new_order_detail__reserve();

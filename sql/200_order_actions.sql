@@ -1,7 +1,7 @@
 -- Typed entry points of the lifecycle for apps: place, pay, ship, confirm receipt, cancel.
 -- They add no rule of their own (the triggers enforce the lifecycle); they name the cause and the order.
 
-create function order_automation.set_order_state(order_id text, to_state smallint, cause text)
+create or replace function order_automation.set_order_state(order_id text, to_state smallint, cause text)
 returns public.new_order
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -28,7 +28,7 @@ end $$;
 comment on function order_automation.set_order_state(text, smallint, text) is
   'Moves one order to to_state, recording cause in order_event; the lifecycle triggers decide whether it may';
 
-create function order_automation.place_order(order_id text, user_id text, store_id text, items jsonb)
+create or replace function order_automation.place_order(order_id text, user_id text, store_id text, items jsonb)
 returns public.new_order
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -53,28 +53,28 @@ end $$;
 comment on function order_automation.place_order(text, text, text, jsonb) is
   'Places an unpaid order with its lines ([{"book_id","count","price"}]) and reserves the books; OA002 when stock is short';
 
-create function order_automation.pay_order(order_id text) returns public.new_order
+create or replace function order_automation.pay_order(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
 as $$ select order_automation.set_order_state(pay_order.order_id, 1::smallint, 'pay_order') $$;
 comment on function order_automation.pay_order(text) is
   'Pays an unpaid order from the buyer''s balance; OA003 when the balance is short, OA001 when not unpaid';
 
-create function order_automation.ship_order(order_id text) returns public.new_order
+create or replace function order_automation.ship_order(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
 as $$ select order_automation.set_order_state(ship_order.order_id, 2::smallint, 'ship_order') $$;
 comment on function order_automation.ship_order(text) is
   'Marks a paid order shipped and starts its receipt deadline; OA001 when not paid';
 
-create function order_automation.confirm_receipt(order_id text) returns public.new_order
+create or replace function order_automation.confirm_receipt(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
 as $$ select order_automation.set_order_state(confirm_receipt.order_id, 3::smallint, 'confirm_receipt') $$;
 comment on function order_automation.confirm_receipt(text) is
   'The buyer confirms receipt of a shipped order; the seller is paid. OA001 when not shipped';
 
-create function order_automation.cancel_order(order_id text) returns public.new_order
+create or replace function order_automation.cancel_order(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
 as $$ select order_automation.set_order_state(cancel_order.order_id, 4::smallint, 'cancel_order') $$;

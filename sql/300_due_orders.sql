@@ -1,7 +1,7 @@
 -- The two automations (SPEC §4): cancel unpaid orders past pay_deadline, confirm shipped orders past
 -- receipt_deadline. Batches of batch_size, a COMMIT after each, skipping rows others are changing.
 
-create function order_automation.process_due_batch(
+create or replace function order_automation.process_due_batch(
   job text, as_of timestamptz, batch_size integer, run_id bigint, skip_ids text[],
   out processed bigint, out failed text[]
 )
@@ -96,7 +96,7 @@ comment on function order_automation.process_due_batch(text, timestamptz, intege
 
 -- The driver commits after every batch, and a procedure with a SET clause cannot COMMIT: so it has
 -- none, and every name in it is schema-qualified. The batch function it calls pins search_path.
-create procedure order_automation.run_due_orders(
+create or replace procedure order_automation.run_due_orders(
   job text, as_of timestamptz, batch_size integer, inout processed bigint
 )
 language plpgsql
@@ -163,7 +163,7 @@ end $$;
 comment on procedure order_automation.run_due_orders(text, timestamptz, integer, bigint) is
   'Runs one job until nothing is due or max_run_time is spent, committing after each batch; records the run in order_automation.run';
 
-create procedure order_automation.cancel_expired_orders(
+create or replace procedure order_automation.cancel_expired_orders(
   as_of timestamptz default null, batch_size integer default null, inout cancelled bigint default null
 )
 language plpgsql
@@ -175,7 +175,7 @@ end $$;
 comment on procedure order_automation.cancel_expired_orders(timestamptz, integer, bigint) is
   'Cancels every unpaid order with pay_deadline <= as_of (default now): books back on the shelf. Returns cancelled. Call it outside a transaction block: it commits after each batch';
 
-create procedure order_automation.confirm_shipped_orders(
+create or replace procedure order_automation.confirm_shipped_orders(
   as_of timestamptz default null, batch_size integer default null, inout confirmed bigint default null
 )
 language plpgsql

@@ -1,26 +1,14 @@
--- The pg_cron schedule of the automation: which jobs exist, their cron schedule, and the installer
--- that (re)creates them idempotently. pg_cron is reached through EXECUTE: it may live elsewhere.
+-- The pg_cron schedule of the automation (jobs listed in order_automation.job): the installer that
+-- (re)creates them idempotently. pg_cron is reached through EXECUTE: it may live in another database.
 
-create table order_automation.job (
-  job text primary key,
-  command text not null,
-  schedule text not null default '* * * * *',
-  cron_database text
-);
-comment on table order_automation.job is
-  'The scheduled jobs of the package: the command pg_cron runs, its cron schedule, and the database whose pg_cron runs it (NULL: not scheduled)';
-insert into order_automation.job (job, command) values
-  ('cancel_expired_orders', 'CALL order_automation.cancel_expired_orders()'),
-  ('confirm_shipped_orders', 'CALL order_automation.confirm_shipped_orders()');
-
-create function order_automation.cron_jobname(job text) returns text
+create or replace function order_automation.cron_jobname(job text) returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$ select format('order_automation.%s@%s', cron_jobname.job, current_database()) $$;
 comment on function order_automation.cron_jobname(text) is
   'The pg_cron job name of a job in this database: one name per database, so two databases of a cluster never overwrite each other''s jobs';
 
-create function order_automation.pg_cron_problem() returns text
+create or replace function order_automation.pg_cron_problem() returns text
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
@@ -47,7 +35,7 @@ end $$;
 comment on function order_automation.pg_cron_problem() is
   'NULL when pg_cron can schedule jobs from this database; otherwise what is wrong and how to fix it';
 
-create function order_automation.cron_schema() returns text
+create or replace function order_automation.cron_schema() returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
 -- pg_cron always keeps its objects in schema cron, whatever schema the extension is created in.
@@ -55,7 +43,7 @@ as $$ select 'cron'::text where exists (select from pg_extension where extname =
 comment on function order_automation.cron_schema() is
   'cron when the pg_cron extension is created in this database, NULL otherwise';
 
-create function order_automation.schedule_jobs() returns void
+create or replace function order_automation.schedule_jobs() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -80,7 +68,7 @@ end $$;
 comment on function order_automation.schedule_jobs() is
   'Creates or updates the pg_cron jobs of both procedures in this database (which must be cron.database_name); OA010 when pg_cron cannot';
 
-create function order_automation.install_schedule() returns void
+create or replace function order_automation.install_schedule() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -96,7 +84,7 @@ end $$;
 comment on function order_automation.install_schedule() is
   'Called by the migrations: schedules the jobs unless the session setting order_automation.schedule is off or external';
 
-create function order_automation.set_schedule(job text, schedule text) returns void
+create or replace function order_automation.set_schedule(job text, schedule text) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -119,7 +107,7 @@ end $$;
 comment on function order_automation.set_schedule(text, text) is
   'Changes the cron schedule of a job (e.g. ''*/5 * * * *''); pg_cron refuses an invalid one';
 
-create function order_automation.unschedule_jobs() returns void
+create or replace function order_automation.unschedule_jobs() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$

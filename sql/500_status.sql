@@ -1,7 +1,7 @@
 -- What getStatus and the CLI show: per job, its last run, what is due now and the next deadline.
 -- The schedule itself is read from pg_cron by the caller, which may have to ask another database.
 
-create function order_automation.job_status(at timestamptz default now())
+create or replace function order_automation.job_status(at timestamptz default now())
 returns table (
   job text, schedule text, cron_database text, cron_jobname text,
   last_run_id bigint, last_started_at timestamptz, last_finished_at timestamptz,

@@ -129,11 +129,23 @@ create index order_failure_run on order_automation.order_failure (run_id);
 comment on table order_automation.order_failure is
   'Orders a run skipped because processing them raised an error; they are retried by the next run';
 
+create table order_automation.job (
+  job text primary key,
+  command text not null,
+  schedule text not null default '* * * * *',
+  cron_database text
+);
+comment on table order_automation.job is
+  'The scheduled jobs of the package: the command pg_cron runs, its cron schedule, and the database whose pg_cron runs it (NULL: not scheduled)';
+insert into order_automation.job (job, command) values
+  ('cancel_expired_orders', 'CALL order_automation.cancel_expired_orders()'),
+  ('confirm_shipped_orders', 'CALL order_automation.confirm_shipped_orders()');
+
 -- >>> 090_stock.sql
 -- Moving books on and off the shelf (store.stock_level), set-based, for every writer of orders:
 -- placing lines reserves, cancelling restores. Never leaves stock negative, never deadlocks.
 
-create function order_automation.move_stock(
+create or replace function order_automation.move_stock(
   store_ids text[], book_ids text[], deltas integer[], order_ids text[]
 ) returns void
 language plpgsql
@@ -186,14 +198,14 @@ comment on function order_automation.move_stock(text[], text[], integer[], text[
 
 -- Which writer changed an order: package routines set order_automation.cause for their transaction;
 -- a plain UPDATE by an app is recorded as 'sql'.
-create function order_automation.current_cause() returns text
+create or replace function order_automation.current_cause() returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$ select coalesce(nullif(current_setting('order_automation.cause', true), ''), 'sql') $$;
 comment on function order_automation.current_cause() is
   'The cause recorded in order_event for changes made by the current transaction';
 
-create function order_automation.tg_new_order__before_insert() returns trigger
+create or replace function order_automation.tg_new_order__before_insert() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -208,10 +220,10 @@ begin
   return new;
 end $$;
 
-create trigger _100_place before insert on public.new_order
+create or replace trigger _100_place before insert on public.new_order
 for each row execute function order_automation.tg_new_order__before_insert();
 
-create function order_automation.tg_new_order__keep_identity() returns trigger
+create or replace function order_automation.tg_new_order__keep_identity() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -221,13 +233,13 @@ begin
 end $$;
 
 -- Stock and money are booked against the order's store and buyer: they may not move under it.
-create trigger _050_keep_identity before update of order_id, user_id, store_id on public.new_order
+create or replace trigger _050_keep_identity before update of order_id, user_id, store_id on public.new_order
 for each row when (old.order_id is distinct from new.order_id
                 or old.user_id is distinct from new.user_id
                 or old.store_id is distinct from new.store_id)
 execute function order_automation.tg_new_order__keep_identity();
 
-create function order_automation.tg_new_order__stamp() returns trigger
+create or replace function order_automation.tg_new_order__stamp() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -247,7 +259,7 @@ end $$;
 
 -- Fires only when a writer changed the state without giving the matching timestamps; the
 -- automation gives them, so its set-based updates pay no per-row PL/pgSQL call.
-create trigger _100_stamp before update of state on public.new_order
+create or replace trigger _100_stamp before update of state on public.new_order
 for each row when (old.state is distinct from new.state and (
      (new.state = 1 and new.paid_at is null)
   or (new.state = 2 and (new.shipped_at is null or new.receipt_deadline is null))
@@ -255,7 +267,7 @@ for each row when (old.state is distinct from new.state and (
   or (new.state = 4 and new.cancelled_at is null)))
 execute function order_automation.tg_new_order__stamp();
 
-create function order_automation.tg_new_order__after_insert() returns trigger
+create or replace function order_automation.tg_new_order__after_insert() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -266,11 +278,11 @@ begin
   return null;
 end $$;
 
-create trigger _900_placed after insert on public.new_order
+create or replace trigger _900_placed after insert on public.new_order
 referencing new table as new_orders
 for each statement execute function order_automation.tg_new_order__after_insert();
 
-create function order_automation.tg_new_order__after_update() returns trigger
+create or replace function order_automation.tg_new_order__after_update() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -374,11 +386,11 @@ begin
   return null;
 end $$;
 
-create trigger _900_lifecycle after update on public.new_order
+create or replace trigger _900_lifecycle after update on public.new_order
 referencing old table as old_orders new table as new_orders
 for each statement execute function order_automation.tg_new_order__after_update();
 
-create function order_automation.tg_new_order__after_delete() returns trigger
+create or replace function order_automation.tg_new_order__after_delete() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -398,7 +410,7 @@ begin
   return null;
 end $$;
 
-create trigger _900_deleted after delete on public.new_order
+create or replace trigger _900_deleted after delete on public.new_order
 referencing old table as old_orders
 for each statement execute function order_automation.tg_new_order__after_delete();
 
@@ -406,7 +418,7 @@ for each statement execute function order_automation.tg_new_order__after_delete(
 -- The lines of an order (new_order_detail): adding, changing or removing lines of an unpaid order
 -- reserves or returns its books; the lines of any other order are frozen (cancelled ones may be purged).
 
-create function order_automation.tg_new_order_detail__reserve() returns trigger
+create or replace function order_automation.tg_new_order_detail__reserve() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -459,15 +471,15 @@ begin
   return null;
 end $$;
 
-create trigger _100_reserve after insert on public.new_order_detail
+create or replace trigger _100_reserve after insert on public.new_order_detail
 referencing new table as new_lines
 for each statement execute function order_automation.tg_new_order_detail__reserve();
 
-create trigger _100_reserve_update after update on public.new_order_detail
+create or replace trigger _100_reserve_update after update on public.new_order_detail
 referencing old table as old_lines new table as new_lines
 for each statement execute function order_automation.tg_new_order_detail__reserve();
 
-create trigger _100_release after delete on public.new_order_detail
+create or replace trigger _100_release after delete on public.new_order_detail
 referencing old table as old_lines
 for each statement execute function order_automation.tg_new_order_detail__reserve();
 
@@ -475,7 +487,7 @@ for each statement execute function order_automation.tg_new_order_detail__reserv
 -- Typed entry points of the lifecycle for apps: place, pay, ship, confirm receipt, cancel.
 -- They add no rule of their own (the triggers enforce the lifecycle); they name the cause and the order.
 
-create function order_automation.set_order_state(order_id text, to_state smallint, cause text)
+create or replace function order_automation.set_order_state(order_id text, to_state smallint, cause text)
 returns public.new_order
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -502,7 +514,7 @@ end $$;
 comment on function order_automation.set_order_state(text, smallint, text) is
   'Moves one order to to_state, recording cause in order_event; the lifecycle triggers decide whether it may';
 
-create function order_automation.place_order(order_id text, user_id text, store_id text, items jsonb)
+create or replace function order_automation.place_order(order_id text, user_id text, store_id text, items jsonb)
 returns public.new_order
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -527,28 +539,28 @@ end $$;
 comment on function order_automation.place_order(text, text, text, jsonb) is
   'Places an unpaid order with its lines ([{"book_id","count","price"}]) and reserves the books; OA002 when stock is short';
 
-create function order_automation.pay_order(order_id text) returns public.new_order
+create or replace function order_automation.pay_order(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
 as $$ select order_automation.set_order_state(pay_order.order_id, 1::smallint, 'pay_order') $$;
 comment on function order_automation.pay_order(text) is
   'Pays an unpaid order from the buyer''s balance; OA003 when the balance is short, OA001 when not unpaid';
 
-create function order_automation.ship_order(order_id text) returns public.new_order
+create or replace function order_automation.ship_order(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
 as $$ select order_automation.set_order_state(ship_order.order_id, 2::smallint, 'ship_order') $$;
 comment on function order_automation.ship_order(text) is
   'Marks a paid order shipped and starts its receipt deadline; OA001 when not paid';
 
-create function order_automation.confirm_receipt(order_id text) returns public.new_order
+create or replace function order_automation.confirm_receipt(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
 as $$ select order_automation.set_order_state(confirm_receipt.order_id, 3::smallint, 'confirm_receipt') $$;
 comment on function order_automation.confirm_receipt(text) is
   'The buyer confirms receipt of a shipped order; the seller is paid. OA001 when not shipped';
 
-create function order_automation.cancel_order(order_id text) returns public.new_order
+create or replace function order_automation.cancel_order(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
 as $$ select order_automation.set_order_state(cancel_order.order_id, 4::smallint, 'cancel_order') $$;
@@ -559,7 +571,7 @@ comment on function order_automation.cancel_order(text) is
 -- The two automations (SPEC §4): cancel unpaid orders past pay_deadline, confirm shipped orders past
 -- receipt_deadline. Batches of batch_size, a COMMIT after each, skipping rows others are changing.
 
-create function order_automation.process_due_batch(
+create or replace function order_automation.process_due_batch(
   job text, as_of timestamptz, batch_size integer, run_id bigint, skip_ids text[],
   out processed bigint, out failed text[]
 )
@@ -654,7 +666,7 @@ comment on function order_automation.process_due_batch(text, timestamptz, intege
 
 -- The driver commits after every batch, and a procedure with a SET clause cannot COMMIT: so it has
 -- none, and every name in it is schema-qualified. The batch function it calls pins search_path.
-create procedure order_automation.run_due_orders(
+create or replace procedure order_automation.run_due_orders(
   job text, as_of timestamptz, batch_size integer, inout processed bigint
 )
 language plpgsql
@@ -721,7 +733,7 @@ end $$;
 comment on procedure order_automation.run_due_orders(text, timestamptz, integer, bigint) is
   'Runs one job until nothing is due or max_run_time is spent, committing after each batch; records the run in order_automation.run';
 
-create procedure order_automation.cancel_expired_orders(
+create or replace procedure order_automation.cancel_expired_orders(
   as_of timestamptz default null, batch_size integer default null, inout cancelled bigint default null
 )
 language plpgsql
@@ -733,7 +745,7 @@ end $$;
 comment on procedure order_automation.cancel_expired_orders(timestamptz, integer, bigint) is
   'Cancels every unpaid order with pay_deadline <= as_of (default now): books back on the shelf. Returns cancelled. Call it outside a transaction block: it commits after each batch';
 
-create procedure order_automation.confirm_shipped_orders(
+create or replace procedure order_automation.confirm_shipped_orders(
   as_of timestamptz default null, batch_size integer default null, inout confirmed bigint default null
 )
 language plpgsql
@@ -746,29 +758,17 @@ comment on procedure order_automation.confirm_shipped_orders(timestamptz, intege
   'Marks received every shipped order with receipt_deadline <= as_of (default now): sellers are paid. Returns confirmed. Call it outside a transaction block: it commits after each batch';
 
 -- >>> 400_schedule.sql
--- The pg_cron schedule of the automation: which jobs exist, their cron schedule, and the installer
--- that (re)creates them idempotently. pg_cron is reached through EXECUTE: it may live elsewhere.
+-- The pg_cron schedule of the automation (jobs listed in order_automation.job): the installer that
+-- (re)creates them idempotently. pg_cron is reached through EXECUTE: it may live in another database.
 
-create table order_automation.job (
-  job text primary key,
-  command text not null,
-  schedule text not null default '* * * * *',
-  cron_database text
-);
-comment on table order_automation.job is
-  'The scheduled jobs of the package: the command pg_cron runs, its cron schedule, and the database whose pg_cron runs it (NULL: not scheduled)';
-insert into order_automation.job (job, command) values
-  ('cancel_expired_orders', 'CALL order_automation.cancel_expired_orders()'),
-  ('confirm_shipped_orders', 'CALL order_automation.confirm_shipped_orders()');
-
-create function order_automation.cron_jobname(job text) returns text
+create or replace function order_automation.cron_jobname(job text) returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$ select format('order_automation.%s@%s', cron_jobname.job, current_database()) $$;
 comment on function order_automation.cron_jobname(text) is
   'The pg_cron job name of a job in this database: one name per database, so two databases of a cluster never overwrite each other''s jobs';
 
-create function order_automation.pg_cron_problem() returns text
+create or replace function order_automation.pg_cron_problem() returns text
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
@@ -795,7 +795,7 @@ end $$;
 comment on function order_automation.pg_cron_problem() is
   'NULL when pg_cron can schedule jobs from this database; otherwise what is wrong and how to fix it';
 
-create function order_automation.cron_schema() returns text
+create or replace function order_automation.cron_schema() returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
 -- pg_cron always keeps its objects in schema cron, whatever schema the extension is created in.
@@ -803,7 +803,7 @@ as $$ select 'cron'::text where exists (select from pg_extension where extname =
 comment on function order_automation.cron_schema() is
   'cron when the pg_cron extension is created in this database, NULL otherwise';
 
-create function order_automation.schedule_jobs() returns void
+create or replace function order_automation.schedule_jobs() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -828,7 +828,7 @@ end $$;
 comment on function order_automation.schedule_jobs() is
   'Creates or updates the pg_cron jobs of both procedures in this database (which must be cron.database_name); OA010 when pg_cron cannot';
 
-create function order_automation.install_schedule() returns void
+create or replace function order_automation.install_schedule() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -844,7 +844,7 @@ end $$;
 comment on function order_automation.install_schedule() is
   'Called by the migrations: schedules the jobs unless the session setting order_automation.schedule is off or external';
 
-create function order_automation.set_schedule(job text, schedule text) returns void
+create or replace function order_automation.set_schedule(job text, schedule text) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -867,7 +867,7 @@ end $$;
 comment on function order_automation.set_schedule(text, text) is
   'Changes the cron schedule of a job (e.g. ''*/5 * * * *''); pg_cron refuses an invalid one';
 
-create function order_automation.unschedule_jobs() returns void
+create or replace function order_automation.unschedule_jobs() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -890,7 +890,7 @@ comment on function order_automation.unschedule_jobs() is
 -- What getStatus and the CLI show: per job, its last run, what is due now and the next deadline.
 -- The schedule itself is read from pg_cron by the caller, which may have to ask another database.
 
-create function order_automation.job_status(at timestamptz default now())
+create or replace function order_automation.job_status(at timestamptz default now())
 returns table (
   job text, schedule text, cron_database text, cron_jobname text,
   last_run_id bigint, last_started_at timestamptz, last_finished_at timestamptz,
