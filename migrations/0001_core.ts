@@ -1,11 +1,9 @@
 // The first release: the bookstore tables, the lifecycle triggers, the automation and its schedule.
-import { readFileSync } from 'node:fs';
 import type { MigrationBuilder } from 'node-pg-migrate';
-
-const snapshot = readFileSync(new URL('./snapshots/0001_core.sql', import.meta.url), 'utf8');
+import { snapshot } from './snapshots/index.js';
 
 export async function up(pgm: MigrationBuilder): Promise<void> {
-  pgm.sql(snapshot);
+  pgm.sql(snapshot('0001_core'));
   pgm.sql('select order_automation.install_schedule()');
 }
 

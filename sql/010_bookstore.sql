@@ -29,11 +29,20 @@ create table public.new_order (
   received_at timestamptz,
   cancelled_at timestamptz,
   pay_deadline timestamptz,
-  receipt_deadline timestamptz
+  receipt_deadline timestamptz,
+  -- Kept by order_automation (SPEC §8): a hold, the one receipt extension, the last reminder.
+  held_at timestamptz,
+  hold_reason text,
+  receipt_extended_at timestamptz,
+  reminded_state smallint
 );
 
 comment on column public.new_order.state is
   '0 unpaid, 1 paid, 2 shipped, 3 received, 4 cancelled; transitions are guarded by order_automation triggers';
+comment on column public.new_order.held_at is
+  'Set by order_automation.hold(): a held order is neither auto-cancelled nor auto-confirmed';
+comment on column public.new_order.reminded_state is
+  'The state whose due-soon reminder was written (order_automation remind_before): once per order and state';
 
 create table public.new_order_detail (
   order_id text references public.new_order,
@@ -45,7 +54,9 @@ create table public.new_order_detail (
 
 -- What the automation probes every tick: only the orders that can still become due are indexed,
 -- so a tick with nothing due is an index probe however large the table grows.
-create index new_order_pay_deadline_due on public.new_order (pay_deadline) where state = 0;
-create index new_order_receipt_deadline_due on public.new_order (receipt_deadline) where state = 2;
+create index new_order_pay_deadline_due on public.new_order (pay_deadline) where state = 0 and held_at is null;
+create index new_order_receipt_deadline_due on public.new_order (receipt_deadline) where state = 2 and held_at is null;
+-- What purge_cancelled_orders probes.
+create index new_order_cancelled_at on public.new_order (cancelled_at) where state = 4;
 create index new_order_user_id on public.new_order (user_id);
 create index new_order_store_id on public.new_order (store_id);

@@ -8,6 +8,8 @@
 --   OA004 order_not_modifiable  changing the lines of an order that is no longer unpaid
 --   OA005 order_not_found       a package function named an order that does not exist
 --   OA006 invalid_argument      a bad argument to a package routine (batch_size, items, schedule, ...)
+--   OA007 already_extended      extending the receipt deadline of an order a second time
+--   OA008 hold_conflict         holding an order already held, or releasing one that is not
 --   OA010 pg_cron_unavailable   pg_cron is missing, not preloaded, or lives in another database
 
 create schema order_automation;
@@ -20,19 +22,49 @@ create table order_automation.settings (
   receipt_timeout interval not null default '60 seconds',
   batch_size integer not null default 1000,
   max_run_time interval not null default '50 seconds',
+  payment_grace interval not null default '5 minutes',
+  receipt_extension interval not null default '3 days',
+  remind_before interval,
+  purge_cancelled_after interval,
+  history_retention interval not null default '30 days',
   -- Constraint names are the messages a user sees when a value is refused.
   constraint "settings has exactly one row" check (singleton),
   constraint "payment_timeout must be a positive interval" check (payment_timeout > interval '0'),
   constraint "receipt_timeout must be a positive interval" check (receipt_timeout > interval '0'),
   constraint "batch_size must be between 1 and 1000000" check (batch_size between 1 and 1000000),
   constraint "max_run_time must be between 1 second and 1 day"
-    check (max_run_time between interval '1 second' and interval '1 day')
+    check (max_run_time between interval '1 second' and interval '1 day'),
+  constraint "payment_grace must be a positive interval" check (payment_grace > interval '0'),
+  constraint "receipt_extension must be a positive interval" check (receipt_extension > interval '0'),
+  constraint "remind_before must be a positive interval or NULL (off)" check (remind_before > interval '0'),
+  constraint "purge_cancelled_after must be zero or more, or NULL (keep)" check (purge_cancelled_after >= interval '0'),
+  constraint "history_retention must be at least 1 hour" check (history_retention >= interval '1 hour')
 );
 insert into order_automation.settings default values;
 comment on table order_automation.settings is
   'Exactly one row: deadlines of new orders / shipments, batch size and time budget of each run';
 comment on column order_automation.settings.max_run_time is
   'A run stops starting new batches after this long, so it ends before the next pg_cron tick';
+comment on column order_automation.settings.payment_grace is
+  'Default of payment_started(): how long an order whose payment is in flight is safe from auto-cancel';
+comment on column order_automation.settings.receipt_extension is
+  'Default of extend_receipt(): how much the buyer may push the receipt deadline, once';
+comment on column order_automation.settings.remind_before is
+  'Write payment_due_soon / receipt_due_soon events this long before a deadline (NULL: no reminders)';
+comment on column order_automation.settings.purge_cancelled_after is
+  'purge_cancelled_orders() deletes cancelled orders this long after cancellation (NULL: keep; 0: at once)';
+comment on column order_automation.settings.history_retention is
+  'purge_history() deletes the package''s run log and its pg_cron run details older than this';
+
+create table order_automation.store_settings (
+  store_id text primary key references public.user_store on delete cascade,
+  payment_timeout interval,
+  receipt_timeout interval,
+  constraint "store payment_timeout must be a positive interval or NULL (the global setting)" check (payment_timeout > interval '0'),
+  constraint "store receipt_timeout must be a positive interval or NULL (the global setting)" check (receipt_timeout > interval '0')
+);
+comment on table order_automation.store_settings is
+  'Per-store overrides of payment_timeout / receipt_timeout (NULL: the global setting); deadlines of new orders and new shipments follow them';
 
 create table order_automation.order_event (
   id bigint generated always as identity primary key,
@@ -40,11 +72,16 @@ create table order_automation.order_event (
   from_state smallint,
   to_state smallint,
   cause text not null,
-  at timestamptz not null default now()
+  at timestamptz not null default now(),
+  note text,
+  -- The writing transaction: watchers read by transaction horizon, so an event whose transaction
+  -- commits after a later id's is never skipped.
+  xid xid8 not null default pg_current_xact_id()
 );
 create index order_event_order_id on order_automation.order_event (order_id, id);
+create index order_event_xid on order_automation.order_event (xid);
 comment on table order_automation.order_event is
-  'Every state change of every order (from_state NULL: placed; to_state NULL: deleted). Causes of the automation: payment_timeout, receipt_timeout';
+  'Every state change of every order (from_state NULL: placed; to_state NULL: deleted), and events without a change (from_state = to_state: payment_started, hold, release, receipt_extended, payment_due_soon, receipt_due_soon). Causes of the automation: payment_timeout, receipt_timeout';
 
 create table order_automation.run (
   id bigint generated always as identity primary key,
@@ -77,10 +114,13 @@ create table order_automation.job (
   job text primary key,
   command text not null,
   schedule text not null default '* * * * *',
+  active boolean not null default true,
   cron_database text
 );
 comment on table order_automation.job is
   'The scheduled jobs of the package: the command pg_cron runs, its cron schedule, and the database whose pg_cron runs it (NULL: not scheduled)';
 insert into order_automation.job (job, command) values
   ('cancel_expired_orders', 'CALL order_automation.cancel_expired_orders()'),
-  ('confirm_shipped_orders', 'CALL order_automation.confirm_shipped_orders()');
+  ('confirm_shipped_orders', 'CALL order_automation.confirm_shipped_orders()'),
+  ('purge_cancelled_orders', 'CALL order_automation.purge_cancelled_orders()'),
+  ('purge_history', 'CALL order_automation.purge_history()');

@@ -12,6 +12,7 @@ comment on function order_automation.current_cause() is
 
 create or replace function order_automation.tg_new_order__before_insert() returns trigger
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
@@ -20,7 +21,9 @@ begin
       message = format('order %s must be placed unpaid (state 0), not in state %s', new.order_id, new.state);
   end if;
   if new.pay_deadline is null then
-    new.pay_deadline := new.created_at + (select s.payment_timeout from order_automation.settings s);
+    new.pay_deadline := new.created_at + coalesce(
+      (select ss.payment_timeout from order_automation.store_settings ss where ss.store_id = new.store_id),
+      (select s.payment_timeout from order_automation.settings s));
   end if;
   return new;
 end $$;
@@ -30,6 +33,7 @@ for each row execute function order_automation.tg_new_order__before_insert();
 
 create or replace function order_automation.tg_new_order__keep_identity() returns trigger
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
@@ -46,6 +50,7 @@ execute function order_automation.tg_new_order__keep_identity();
 
 create or replace function order_automation.tg_new_order__stamp() returns trigger
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
@@ -53,8 +58,9 @@ begin
     when 1 then new.paid_at := coalesce(new.paid_at, now());
     when 2 then
       new.shipped_at := coalesce(new.shipped_at, now());
-      new.receipt_deadline := coalesce(new.receipt_deadline,
-        new.shipped_at + (select s.receipt_timeout from order_automation.settings s));
+      new.receipt_deadline := coalesce(new.receipt_deadline, new.shipped_at + coalesce(
+        (select ss.receipt_timeout from order_automation.store_settings ss where ss.store_id = new.store_id),
+        (select s.receipt_timeout from order_automation.settings s)));
     when 3 then new.received_at := coalesce(new.received_at, now());
     when 4 then new.cancelled_at := coalesce(new.cancelled_at, now());
     else null;
@@ -74,6 +80,7 @@ execute function order_automation.tg_new_order__stamp();
 
 create or replace function order_automation.tg_new_order__after_insert() returns trigger
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
@@ -89,6 +96,7 @@ for each statement execute function order_automation.tg_new_order__after_insert(
 
 create or replace function order_automation.tg_new_order__after_update() returns trigger
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -197,6 +205,7 @@ for each statement execute function order_automation.tg_new_order__after_update(
 
 create or replace function order_automation.tg_new_order__after_delete() returns trigger
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare

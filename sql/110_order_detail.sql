@@ -3,6 +3,7 @@
 
 create or replace function order_automation.tg_new_order_detail__reserve() returns trigger
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare

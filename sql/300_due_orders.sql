@@ -1,6 +1,75 @@
 -- The two automations (SPEC §4): cancel unpaid orders past pay_deadline, confirm shipped orders past
 -- receipt_deadline. Batches of batch_size, a COMMIT after each, skipping rows others are changing.
 
+create or replace function order_automation.due_orders(job text, as_of timestamptz, batch_size integer, skip_ids text[])
+returns text[]
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  ids text[];
+begin
+  -- Locks up to batch_size due orders, oldest deadline first, skipping rows others are changing.
+  -- One static query per job, each matching its partial index.
+  case due_orders.job
+    when 'cancel_expired_orders' then
+      select array_agg(d.order_id) into ids
+        from (select o.order_id from public.new_order o
+               where o.state = 0 and o.held_at is null and o.pay_deadline <= due_orders.as_of
+                 and o.order_id <> all (due_orders.skip_ids)
+               order by o.pay_deadline
+               limit due_orders.batch_size
+                 for no key update skip locked) d;
+    when 'confirm_shipped_orders' then
+      select array_agg(d.order_id) into ids
+        from (select o.order_id from public.new_order o
+               where o.state = 2 and o.held_at is null and o.receipt_deadline <= due_orders.as_of
+                 and o.order_id <> all (due_orders.skip_ids)
+               order by o.receipt_deadline
+               limit due_orders.batch_size
+                 for no key update skip locked) d;
+    when 'purge_cancelled_orders' then
+      select array_agg(d.order_id) into ids
+        from (select o.order_id from public.new_order o
+               where o.state = 4
+                 and o.cancelled_at <= due_orders.as_of - (select s.purge_cancelled_after from order_automation.settings s)
+                 and o.order_id <> all (due_orders.skip_ids)
+               order by o.cancelled_at
+               limit due_orders.batch_size
+                 for update skip locked) d;
+  end case;
+  return coalesce(ids, '{}'::text[]);
+end $$;
+comment on function order_automation.due_orders(text, timestamptz, integer, text[]) is
+  'Locks and returns up to batch_size orders a job must process at as_of (held orders never are), skipping skip_ids and rows locked by others';
+
+create or replace function order_automation.process_orders(job text, ids text[]) returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  n bigint;
+begin
+  -- Set-based: the lifecycle triggers book the whole set in one pass.
+  case process_orders.job
+    when 'cancel_expired_orders' then
+      perform set_config('order_automation.cause', 'payment_timeout', true);
+      update public.new_order o set state = 4, cancelled_at = now() where o.order_id = any (process_orders.ids);
+    when 'confirm_shipped_orders' then
+      perform set_config('order_automation.cause', 'receipt_timeout', true);
+      update public.new_order o set state = 3, received_at = now() where o.order_id = any (process_orders.ids);
+    when 'purge_cancelled_orders' then
+      perform set_config('order_automation.cause', 'purge_cancelled_orders', true);
+      delete from public.new_order_detail d where d.order_id = any (process_orders.ids);
+      delete from public.new_order o where o.order_id = any (process_orders.ids);
+  end case;
+  get diagnostics n = row_count;
+  perform set_config('order_automation.cause', '', true);
+  return n;
+end $$;
+comment on function order_automation.process_orders(text, text[]) is
+  'Applies a job to orders due_orders() locked: cancel, confirm, or delete; returns how many';
+
 create or replace function order_automation.process_due_batch(
   job text, as_of timestamptz, batch_size integer, run_id bigint, skip_ids text[],
   out processed bigint, out failed text[]
@@ -11,41 +80,19 @@ set search_path = pg_catalog, pg_temp
 set lock_timeout = '5s'
 as $$
 declare
-  ids text[];
+  ids text[] := order_automation.due_orders(process_due_batch.job, process_due_batch.as_of,
+                                            process_due_batch.batch_size, process_due_batch.skip_ids);
   one text;
-  n bigint;
   err_state text;
   err_message text;
 begin
   processed := 0;
   failed := '{}'::text[];
-  perform set_config('order_automation.cause',
-    case process_due_batch.job when 'cancel_expired_orders' then 'payment_timeout' else 'receipt_timeout' end, true);
-
-  -- The whole batch in one set-based statement: the lifecycle triggers book it in one pass.
+  if cardinality(ids) = 0 then
+    return;
+  end if;
   begin
-    if process_due_batch.job = 'cancel_expired_orders' then
-      with due as (
-        select o.order_id from public.new_order o
-         where o.state = 0 and o.pay_deadline <= process_due_batch.as_of
-           and o.order_id <> all (process_due_batch.skip_ids)
-         order by o.pay_deadline
-         limit process_due_batch.batch_size
-           for no key update skip locked)
-      update public.new_order o set state = 4, cancelled_at = now()
-        from due where o.order_id = due.order_id;
-    else
-      with due as (
-        select o.order_id from public.new_order o
-         where o.state = 2 and o.receipt_deadline <= process_due_batch.as_of
-           and o.order_id <> all (process_due_batch.skip_ids)
-         order by o.receipt_deadline
-         limit process_due_batch.batch_size
-           for no key update skip locked)
-      update public.new_order o set state = 3, received_at = now()
-        from due where o.order_id = due.order_id;
-    end if;
-    get diagnostics processed = row_count;
+    processed := order_automation.process_orders(process_due_batch.job, ids);
     return;
   exception
     when lock_not_available or deadlock_detected then raise;
@@ -54,33 +101,9 @@ begin
 
   -- One order broke the batch (an app's own trigger raising for it, say): take the batch again
   -- order by order, so only the bad ones are skipped and recorded, and every other one is processed.
-  if process_due_batch.job = 'cancel_expired_orders' then
-    select array_agg(d.order_id) into ids
-      from (select o.order_id from public.new_order o
-             where o.state = 0 and o.pay_deadline <= process_due_batch.as_of
-               and o.order_id <> all (process_due_batch.skip_ids)
-             order by o.pay_deadline
-             limit process_due_batch.batch_size
-               for no key update skip locked) d;
-  else
-    select array_agg(d.order_id) into ids
-      from (select o.order_id from public.new_order o
-             where o.state = 2 and o.receipt_deadline <= process_due_batch.as_of
-               and o.order_id <> all (process_due_batch.skip_ids)
-             order by o.receipt_deadline
-             limit process_due_batch.batch_size
-               for no key update skip locked) d;
-  end if;
-
-  foreach one in array coalesce(ids, '{}'::text[]) loop
+  foreach one in array ids loop
     begin
-      if process_due_batch.job = 'cancel_expired_orders' then
-        update public.new_order o set state = 4, cancelled_at = now() where o.order_id = one and o.state = 0;
-      else
-        update public.new_order o set state = 3, received_at = now() where o.order_id = one and o.state = 2;
-      end if;
-      get diagnostics n = row_count;
-      processed := processed + n;
+      processed := processed + order_automation.process_orders(process_due_batch.job, array[one]);
     exception
       when lock_not_available or deadlock_detected then raise;
       when others then
@@ -93,6 +116,48 @@ begin
 end $$;
 comment on function order_automation.process_due_batch(text, timestamptz, integer, bigint, text[]) is
   'One batch of a run: processes up to batch_size due orders not in skip_ids; returns how many, and the orders that failed (recorded in order_failure)';
+
+create or replace function order_automation.remind_due_soon(job text, as_of timestamptz) returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set lock_timeout = '5s'
+as $$
+declare
+  ahead interval := (select s.remind_before from order_automation.settings s);
+  reminded bigint := 0;
+begin
+  if ahead is null or remind_due_soon.job not in ('cancel_expired_orders', 'confirm_shipped_orders') then
+    return 0;
+  end if;
+  -- reminded_state marks the order in the same statement: a concurrent run re-checks it on the
+  -- locked row and writes no second reminder.
+  if remind_due_soon.job = 'cancel_expired_orders' then
+    with soon as (
+      update public.new_order o set reminded_state = 0
+       where o.state = 0 and o.held_at is null
+         and o.pay_deadline > remind_due_soon.as_of and o.pay_deadline <= remind_due_soon.as_of + ahead
+         and o.reminded_state is distinct from 0
+      returning o.order_id, o.pay_deadline as deadline)
+    insert into order_automation.order_event (order_id, from_state, to_state, cause, note)
+    select soon.order_id, 0, 0, 'payment_due_soon', format('pay deadline %s', soon.deadline) from soon;
+  else
+    with soon as (
+      update public.new_order o set reminded_state = 2
+       where o.state = 2 and o.held_at is null
+         and o.receipt_deadline > remind_due_soon.as_of and o.receipt_deadline <= remind_due_soon.as_of + ahead
+         and o.reminded_state is distinct from 2
+      returning o.order_id, o.receipt_deadline as deadline)
+    insert into order_automation.order_event (order_id, from_state, to_state, cause, note)
+    select soon.order_id, 2, 2, 'receipt_due_soon', format('receipt deadline %s', soon.deadline) from soon;
+  end if;
+  get diagnostics reminded = row_count;
+  if reminded > 0 then
+    perform pg_notify('order_automation', 'order_event');
+  end if;
+  return reminded;
+end $$;
+comment on function order_automation.remind_due_soon(text, timestamptz) is
+  'Writes, once per order, a payment_due_soon / receipt_due_soon event for orders whose deadline is within remind_before of as_of (not held, not yet due)';
 
 -- The driver commits after every batch, and a procedure with a SET clause cannot COMMIT: so it has
 -- none, and every name in it is schema-qualified. The batch function it calls pins search_path.
@@ -113,7 +178,8 @@ declare
   err_state text;
   err_message text;
 begin
-  if run_due_orders.job is null or run_due_orders.job not in ('cancel_expired_orders', 'confirm_shipped_orders') then
+  if run_due_orders.job is null
+     or run_due_orders.job not in ('cancel_expired_orders', 'confirm_shipped_orders', 'purge_cancelled_orders') then
     raise exception using errcode = 'OA006', message = pg_catalog.format('unknown job %L', run_due_orders.job);
   end if;
   if run_due_orders.batch_size is not null and run_due_orders.batch_size not between 1 and 1000000 then
@@ -130,7 +196,14 @@ begin
   commit;
 
   processed := 0;
+  begin
+    perform order_automation.remind_due_soon(run_due_orders.job, run_as_of);
+  exception when others then
+    get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+  end;
+  commit;
   loop
+    exit when err_state is not null;
     begin
       select b.processed, b.failed into batch
         from order_automation.process_due_batch(run_due_orders.job, run_as_of, run_batch_size, run_id, skip_ids) b;
@@ -168,9 +241,15 @@ create or replace procedure order_automation.cancel_expired_orders(
 )
 language plpgsql
 as $$
+declare
+  purged bigint;
 begin
   call order_automation.run_due_orders('cancel_expired_orders', cancel_expired_orders.as_of,
                                        cancel_expired_orders.batch_size, cancelled);
+  -- purge_cancelled_after = 0 is the reference behaviour: cancelled orders are deleted at once.
+  if (select s.purge_cancelled_after from order_automation.settings s) operator(pg_catalog.=) interval '0' then
+    call order_automation.purge_cancelled_orders(cancel_expired_orders.as_of, cancel_expired_orders.batch_size, purged);
+  end if;
 end $$;
 comment on procedure order_automation.cancel_expired_orders(timestamptz, integer, bigint) is
   'Cancels every unpaid order with pay_deadline <= as_of (default now): books back on the shelf. Returns cancelled. Call it outside a transaction block: it commits after each batch';
@@ -186,3 +265,19 @@ begin
 end $$;
 comment on procedure order_automation.confirm_shipped_orders(timestamptz, integer, bigint) is
   'Marks received every shipped order with receipt_deadline <= as_of (default now): sellers are paid. Returns confirmed. Call it outside a transaction block: it commits after each batch';
+
+create or replace procedure order_automation.purge_cancelled_orders(
+  as_of timestamptz default null, batch_size integer default null, inout purged bigint default null
+)
+language plpgsql
+as $$
+begin
+  if (select s.purge_cancelled_after from order_automation.settings s) is null then
+    purged := 0;  -- NULL: keep cancelled orders
+    return;
+  end if;
+  call order_automation.run_due_orders('purge_cancelled_orders', purge_cancelled_orders.as_of,
+                                       purge_cancelled_orders.batch_size, purged);
+end $$;
+comment on procedure order_automation.purge_cancelled_orders(timestamptz, integer, bigint) is
+  'Deletes, in batches, cancelled orders (and their lines) cancelled purge_cancelled_after or longer before as_of; order_event keeps their history. Returns purged';

@@ -60,8 +60,8 @@ begin
   end if;
   for j in select * from order_automation.job order by job loop
     -- cron.schedule upserts by job name: running this again changes nothing.
-    execute format('select %s.schedule($1, $2, $3)', order_automation.cron_schema())
-      using order_automation.cron_jobname(j.job), j.schedule, j.command;
+    execute format('select %1$s.alter_job(%1$s.schedule($1, $2, $3), active => $4)', order_automation.cron_schema())
+      using order_automation.cron_jobname(j.job), j.schedule, j.command, j.active;
   end loop;
   update order_automation.job set cron_database = current_database();
 end $$;
@@ -84,28 +84,32 @@ end $$;
 comment on function order_automation.install_schedule() is
   'Called by the migrations: schedules the jobs unless the session setting order_automation.schedule is off or external';
 
-create or replace function order_automation.set_schedule(job text, schedule text) returns void
+create or replace function order_automation.set_schedule(job text, schedule text default null, active boolean default null)
+returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  cron_db text;
+  j order_automation.job;
 begin
-  update order_automation.job j set schedule = set_schedule.schedule
-   where j.job = set_schedule.job
-  returning j.cron_database into cron_db;
+  update order_automation.job x
+     set schedule = coalesce(set_schedule.schedule, x.schedule), active = coalesce(set_schedule.active, x.active)
+   where x.job = set_schedule.job
+  returning x.* into j;
   if not found then
     raise exception using errcode = 'OA006',
-      message = format('unknown job %L: the jobs are cancel_expired_orders and confirm_shipped_orders', set_schedule.job);
+      message = format('unknown job %L: the jobs are %s', set_schedule.job,
+                       (select string_agg(x.job, ', ' order by x.job) from order_automation.job x));
   end if;
-  if cron_db = current_database() then
-    execute format('select %s.schedule($1, $2, $3)', order_automation.cron_schema())
-      using order_automation.cron_jobname(set_schedule.job), set_schedule.schedule,
-            (select j.command from order_automation.job j where j.job = set_schedule.job);
+  -- pg_cron in this database: change it now (it refuses an invalid schedule, and so nothing changes).
+  -- Jobs scheduled from another database are changed there by the TypeScript module.
+  if j.cron_database = current_database() then
+    execute format('select %1$s.alter_job(%1$s.schedule($1, $2, $3), active => $4)', order_automation.cron_schema())
+      using order_automation.cron_jobname(j.job), j.schedule, j.command, j.active;
   end if;
 end $$;
-comment on function order_automation.set_schedule(text, text) is
-  'Changes the cron schedule of a job (e.g. ''*/5 * * * *''); pg_cron refuses an invalid one';
+comment on function order_automation.set_schedule(text, text, boolean) is
+  'Changes the cron schedule of a job (e.g. ''*/5 * * * *'') and/or pauses (active false) or resumes it; pg_cron refuses an invalid schedule';
 
 create or replace function order_automation.unschedule_jobs() returns void
 language plpgsql
