@@ -24,3 +24,17 @@ export async function confirmShippedOrders(db: Db, options: RunOptions = {}): Pr
     [options.asOf ?? null, options.batchSize ?? null]);
   return { confirmed: Number(rows[0]!.confirmed) };
 }
+
+/** Deletes cancelled orders older than the purge_cancelled_after setting (none when it is NULL); returns how many. */
+export async function purgeCancelledOrders(db: Db, options: RunOptions = {}): Promise<{ purged: number }> {
+  const rows = await query<{ purged: string }>(db,
+    'call order_automation.purge_cancelled_orders(as_of => $1::timestamptz, batch_size => $2::integer)',
+    [options.asOf ?? null, options.batchSize ?? null]);
+  return { purged: Number(rows[0]!.purged) };
+}
+
+/** Deletes the run log (and pg_cron's run details of the jobs) older than history_retention; returns how many rows. */
+export async function purgeHistory(db: Db): Promise<{ purged: number }> {
+  const rows = await query<{ purged: string }>(db, 'call order_automation.purge_history()');
+  return { purged: Number(rows[0]!.purged) };
+}

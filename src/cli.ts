@@ -6,8 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import {
-  cancelExpiredOrders, confirmShippedOrders, DatabaseUnreachableError, getSettings, getStatus, InvalidSettingError, migrate,
-  OrderAutomationError, readOrderEvents, settingNames, updateSettings, type Settings, type Status,
+  cancelExpiredOrders, clearStoreSettings, confirmShippedOrders, DatabaseUnreachableError, getSettings, getStatus,
+  getStoreSettings, holdOrder, InvalidSettingError, jobNames, migrate, OrderAutomationError, pauseJob, purgeCancelledOrders,
+  purgeHistory, readOrderEvents, releaseOrder, resumeJob, setSchedule, setStoreSettings, settingNames, updateSettings,
+  watchEvents, type JobName, type OrderEvent, type Settings, type Status, type StoreSettings,
 } from './index.js';
 
 export interface Io {
@@ -30,6 +32,7 @@ const options = {
   order: { type: 'string' },
   after: { type: 'string' },
   limit: { type: 'string' },
+  follow: { type: 'boolean', short: 'f' },
 } as const;
 type OptionName = keyof typeof options;
 const globalOptions: OptionName[] = ['database-url', 'json', 'help', 'version'];
@@ -39,6 +42,8 @@ interface Context {
   args: string[];
   values: Partial<Record<OptionName, string | boolean>>;
   log: (line: string) => void;
+  /** A line of output as it happens (events --follow). */
+  print: (line: string) => void;
 }
 
 interface Command {
@@ -52,6 +57,10 @@ interface Command {
 }
 
 const settingKeys = Object.fromEntries(Object.entries(settingNames).map(([key, name]) => [name, key as keyof Settings]));
+/** Settings that may be switched off (NULL). */
+const nullableSettings: (keyof Settings)[] = ['remindBefore', 'purgeCancelledAfter'];
+/** Short names of the jobs on the command line. */
+const jobAliases: Record<string, JobName> = { cancel: 'cancel_expired_orders', confirm: 'confirm_shipped_orders', purge: 'purge_cancelled_orders', 'purge-history': 'purge_history' };
 
 const commands: Record<string, Command> = {
   migrate: {
@@ -86,34 +95,48 @@ const commands: Record<string, Command> = {
     },
   },
   run: {
-    usage: 'run cancel|confirm [--as-of <time>] [--batch-size <n>]',
-    summary: 'run one automation now: cancel unpaid orders past their payment deadline, or confirm shipped ones',
+    usage: 'run cancel|confirm|purge|purge-history [--as-of <time>] [--batch-size <n>]',
+    summary: 'run one job now: cancel unpaid orders past their payment deadline, confirm shipped ones, purge',
     details: `run cancel cancels every unpaid order past its payment deadline; run confirm marks received every
-shipped order past its receipt deadline. Prints how many.
+shipped order past its receipt deadline; run purge deletes cancelled orders older than purge_cancelled_after;
+run purge-history deletes the run log older than history_retention. Prints how many.
   --as-of <time>     process what is due at this ISO 8601 time, e.g. 2030-01-01T12:00:00Z (default: now)
   --batch-size <n>   orders per batch and commit (default: the batch_size setting)`,
     options: ['as-of', 'batch-size'],
     async run({ url, args, values }) {
       const [which, ...extra] = args;
-      if (which !== 'cancel' && which !== 'confirm') {
-        throw new UsageError(which === undefined ? 'run needs cancel or confirm' : `run takes cancel or confirm, not "${which}"`);
+      if (which === undefined || !(which in jobAliases)) {
+        throw new UsageError(`run takes ${Object.keys(jobAliases).join(', ')}${which === undefined ? '' : `, not "${which}"`}`);
       }
       noMore(extra);
       const asOf = values['as-of'] === undefined ? undefined : timestamp('--as-of', String(values['as-of']));
       const batchSize = wholeNumber('--batch-size', values['batch-size']);
-      if (which === 'cancel') {
-        const data = await cancelExpiredOrders(url, { asOf, batchSize });
-        return { data, text: `cancelled ${plural(data.cancelled, 'order')}` };
+      switch (which) {
+        case 'cancel': {
+          const data = await cancelExpiredOrders(url, { asOf, batchSize });
+          return { data, text: `cancelled ${plural(data.cancelled, 'order')}` };
+        }
+        case 'confirm': {
+          const data = await confirmShippedOrders(url, { asOf, batchSize });
+          return { data, text: `confirmed ${plural(data.confirmed, 'order')}` };
+        }
+        case 'purge': {
+          const data = await purgeCancelledOrders(url, { asOf, batchSize });
+          return { data, text: `purged ${plural(data.purged, 'cancelled order')}` };
+        }
+        default: {
+          const data = await purgeHistory(url);
+          return { data, text: `purged ${plural(data.purged, 'history row')}` };
+        }
       }
-      const data = await confirmShippedOrders(url, { asOf, batchSize });
-      return { data, text: `confirmed ${plural(data.confirmed, 'order')}` };
     },
   },
   settings: {
     usage: 'settings [get] | settings set <name>=<value> ...',
     summary: 'show the settings, or change some of them (all or none)',
     details: `The settings: ${Object.values(settingNames).join(', ')}. Intervals are written as PostgreSQL reads
-them: 10 minutes, 1 day, 00:00:30. Example: order-automation settings set payment_timeout='15 minutes' batch_size=500
+them: 10 minutes, 1 day, 00:00:30; remind_before and purge_cancelled_after also take off (NULL).
+Example: order-automation settings set payment_timeout='15 minutes' batch_size=500
 When one value is refused, no setting changes.`,
     options: [],
     async run({ url, args }) {
@@ -137,22 +160,115 @@ When one value is refused, no setting changes.`,
       }
     },
   },
+  'store-settings': {
+    usage: 'store-settings [get] | store-settings set <store> <name>=<value> ... | store-settings clear <store>',
+    summary: 'per-store payment_timeout / receipt_timeout overrides: show, set, or clear',
+    details: `Deadlines of a store's new orders and new shipments follow its overrides; a value of off (NULL)
+or a cleared store follows the global setting. Example: order-automation store-settings set store1 payment_timeout='30 minutes'`,
+    options: [],
+    async run({ url, args }) {
+      const [action = 'get', storeId, ...pairs] = args;
+      if (action === 'get') {
+        noMore(args.slice(1));
+        const stores = await getStoreSettings(url);
+        return { data: stores, text: storesText(stores) };
+      }
+      if (action !== 'set' && action !== 'clear') throw new UsageError(`store-settings takes get, set or clear, not "${action}"`);
+      if (storeId === undefined) throw new UsageError(`store-settings ${action} needs a store id`);
+      if (action === 'clear') {
+        noMore(pairs);
+        await clearStoreSettings(url, storeId);
+        return { data: { storeId, cleared: true }, text: `store ${storeId} follows the global settings` };
+      }
+      if (pairs.length === 0) throw new UsageError('store-settings set needs at least one <name>=<value>');
+      const changes: { paymentTimeout?: string | null; receiptTimeout?: string | null } = {};
+      for (const [name, value] of pairs.map(splitPair)) {
+        const key = name === 'payment_timeout' ? 'paymentTimeout' : name === 'receipt_timeout' ? 'receiptTimeout' : undefined;
+        if (!key) throw new UsageError(`unknown store setting "${name}"; the store settings are payment_timeout, receipt_timeout`);
+        if (key in changes) throw new UsageError(`${name} is given twice`);
+        changes[key] = isOff(value) ? null : value;
+      }
+      const stored = await setStoreSettings(url, storeId, changes);
+      return { data: stored, text: storesText([stored]) };
+    },
+  },
+  hold: {
+    usage: 'hold <order> <reason>',
+    summary: 'hold an order (dispute, refund, review): neither auto-cancelled nor auto-confirmed until released',
+    details: 'Its countdown pauses; release resumes it with the time that was left.',
+    options: [],
+    async run({ url, args }) {
+      const [orderId, reason, ...extra] = args;
+      if (orderId === undefined || reason === undefined) throw new UsageError('hold needs an order id and a reason');
+      noMore(extra);
+      const order = await holdOrder(url, orderId, reason);
+      return { data: order, text: `order ${order.orderId} held: ${order.holdReason}` };
+    },
+  },
+  release: {
+    usage: 'release <order>',
+    summary: 'release a held order: its countdown resumes with the time that was left',
+    details: '',
+    options: [],
+    async run({ url, args }) {
+      const [orderId, ...extra] = args;
+      if (orderId === undefined) throw new UsageError('release needs an order id');
+      noMore(extra);
+      const order = await releaseOrder(url, orderId);
+      const deadline = order.state === 'unpaid' ? order.payDeadline : order.state === 'shipped' ? order.receiptDeadline : null;
+      return { data: order, text: `order ${order.orderId} released${deadline ? `; deadline ${time(deadline)}` : ''}` };
+    },
+  },
+  schedule: {
+    usage: 'schedule set <job> <cron> | schedule pause <job> | schedule resume <job>',
+    summary: 'change when pg_cron runs a job, or pause and resume it',
+    details: `Jobs: ${Object.keys(jobAliases).join(', ')} (or their full names). Cron syntax as pg_cron reads it, in UTC,
+e.g. order-automation schedule set cancel '*/5 * * * *'. An invalid schedule is refused and nothing changes.`,
+    options: [],
+    async run({ url, args }) {
+      const [action, name, ...rest] = args;
+      if (action !== 'set' && action !== 'pause' && action !== 'resume') {
+        throw new UsageError(`schedule takes set, pause or resume${action === undefined ? '' : `, not "${action}"`}`);
+      }
+      const job = name === undefined ? undefined : jobAliases[name] ?? jobNames.find((j) => j === name);
+      if (job === undefined) throw new UsageError(`schedule ${action} needs a job: ${Object.keys(jobAliases).join(', ')}`);
+      if (action === 'set') {
+        const [cron, ...extra] = rest;
+        if (cron === undefined) throw new UsageError('schedule set needs a cron schedule, e.g. "*/5 * * * *"');
+        noMore(extra);
+        await setSchedule(url, job, { schedule: cron });
+      } else {
+        noMore(rest);
+        await (action === 'pause' ? pauseJob : resumeJob)(url, job);
+      }
+      const status = (await getStatus(url)).jobs.find((j) => j.job === job)!;
+      return { data: status, text: `${job}: ${status.schedule}, ${status.active ? `active, next run ${status.nextRunAt ? time(status.nextRunAt) : '-'}` : 'paused'}` };
+    },
+  },
   events: {
-    usage: 'events [--order <id>] [--after <id>] [--limit <n>]',
-    summary: 'the order history: every state change, in order',
+    usage: 'events [--order <id>] [--after <id>] [--limit <n>] [--follow]',
+    summary: 'the order history: every state change, in order; --follow waits for new ones',
     details: `  --order <id>   only this order's events
   --after <id>   only events after this event id (to page, or to resume)
-  --limit <n>    at most this many events (default 1000)`,
-    options: ['order', 'after', 'limit'],
-    async run({ url, args, values }) {
+  --limit <n>    at most this many events (default 1000)
+  -f, --follow   keep printing events as they are written (woken by NOTIFY) until Ctrl-C; with --json one
+                 JSON object per line`,
+    options: ['order', 'after', 'limit', 'follow'],
+    async run({ url, args, values, print }) {
       noMore(args);
-      const events = await readOrderEvents(url, {
-        orderId: values.order === undefined ? undefined : String(values.order),
-        afterId: wholeNumber('--after', values.after),
-        limit: wholeNumber('--limit', values.limit),
-      });
-      const rows = events.map((e) => [String(e.id), e.orderId, e.from ?? '-', e.to ?? '-', e.cause, time(e.at)]);
-      return { data: events, text: events.length === 0 ? 'no events' : columns([['id', 'order', 'from', 'to', 'cause', 'at'], ...rows]) };
+      const orderId = values.order === undefined ? undefined : String(values.order);
+      const afterId = wholeNumber('--after', values.after);
+      if (values.follow) {
+        const stop = new AbortController();
+        process.once('SIGINT', () => stop.abort());
+        for await (const event of watchEvents(url, { afterId, signal: stop.signal })) {
+          if (orderId === undefined || event.orderId === orderId) print(values.json ? JSON.stringify(event) : eventLine(event));
+        }
+        return { data: undefined, text: '' };
+      }
+      const events = await readOrderEvents(url, { orderId, afterId, limit: wholeNumber('--limit', values.limit) });
+      const rows = events.map((e) => [String(e.id), e.orderId, e.from ?? '-', e.to ?? '-', e.cause, time(e.at), e.note ?? '']);
+      return { data: events, text: events.length === 0 ? 'no events' : columns([['id', 'order', 'from', 'to', 'cause', 'at', 'note'], ...rows]) };
     },
   },
 };
@@ -249,21 +365,27 @@ function timestamp(flag: string, text: string): Date {
 }
 
 function settingChanges(pairs: string[]): Partial<Settings> {
-  const changes: Partial<Record<keyof Settings, string | number>> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf('=');
-    if (eq < 0) throw new UsageError(`settings set takes <name>=<value>, not "${pair}"`);
-    const name = pair.slice(0, eq);
-    const value = pair.slice(eq + 1);
+  const changes: Partial<Record<keyof Settings, string | number | null>> = {};
+  for (const [name, value] of pairs.map(splitPair)) {
     const key = settingKeys[name];
     if (!key) throw new UsageError(`unknown setting "${name}"; the settings are ${Object.values(settingNames).join(', ')}`);
     if (key in changes) throw new UsageError(`${name} is given twice`);
     if (key === 'batchSize' && !/^[+-]?\d+$/.test(value)) {
       throw new InvalidSettingError(`batch_size must be a whole number, not "${value}". No setting was changed.`);
     }
-    changes[key] = key === 'batchSize' ? Number(value) : value;
+    changes[key] = key === 'batchSize' ? Number(value) : nullableSettings.includes(key) && isOff(value) ? null : value;
   }
   return changes as Partial<Settings>;
+}
+
+function splitPair(pair: string): [string, string] {
+  const eq = pair.indexOf('=');
+  if (eq < 0) throw new UsageError(`expected <name>=<value>, not "${pair}"`);
+  return [pair.slice(0, eq), pair.slice(eq + 1)];
+}
+
+function isOff(value: string): boolean {
+  return value === 'off' || value === 'null';
 }
 
 function plural(count: number, noun: string): string {
@@ -292,7 +414,17 @@ function columns(rows: string[][]): string {
 }
 
 function settingsText(settings: Settings): string {
-  return columns(Object.entries(settingNames).map(([key, name]) => [name, String(settings[key as keyof Settings])]));
+  return columns(Object.entries(settingNames).map(([key, name]) => [name, String(settings[key as keyof Settings] ?? 'off')]));
+}
+
+function storesText(stores: StoreSettings[]): string {
+  if (stores.length === 0) return 'no store overrides: every store follows the global settings';
+  return columns([['store', 'payment_timeout', 'receipt_timeout'],
+    ...stores.map((s) => [s.storeId, s.paymentTimeout ?? '(global)', s.receiptTimeout ?? '(global)'])]);
+}
+
+function eventLine(e: OrderEvent): string {
+  return `${e.id}  ${time(e.at)}  ${e.orderId}  ${e.from ?? 'placed'} -> ${e.to ?? 'deleted'}  ${e.cause}${e.note ? `  ${e.note}` : ''}`;
 }
 
 function statusText(status: Status, now: Date): string {
@@ -310,11 +442,14 @@ function statusText(status: Status, now: Date): string {
       ['processed', run ? String(run.processed) : '-'],
       ['failed', run ? String(run.failed) : '-'],
       ['error', run?.error ?? '-'],
-      ['due now', String(job.dueNow)],
+      ['next run', job.nextRunAt ? `${time(job.nextRunAt)} (${relative(job.nextRunAt, now)})` : '-'],
+      ['due now', job.dueNow === null ? '-' : String(job.dueNow)],
+      ['held', job.held === null ? '-' : String(job.held)],
       ['next deadline', job.nextDeadline ? `${time(job.nextDeadline)} (${relative(job.nextDeadline, now)})` : '-'],
     ]);
   });
-  return [`database ${status.database}`, ...jobs, `settings\n${settingsText(status.settings)}`].join('\n\n');
+  return [`database ${status.database}`, ...jobs, `settings\n${settingsText(status.settings)}`,
+    `store overrides\n${storesText(status.storeSettings)}`].join('\n\n');
 }
 
 /** Runs the command line `argv` (without node and the script); returns the exit code. */
@@ -352,8 +487,8 @@ export async function main(argv: string[], io: Io = process): Promise<number> {
     if (!command) throw new UsageError(`no command given; the commands are ${Object.keys(commands).join(', ')}`);
     const url = databaseUrl(values['database-url']);
     // Progress goes to stderr, so that stdout holds only the result (and stays valid JSON with --json).
-    const { data, text } = await command.run({ url, args, values, log: (line) => fail(line) });
-    io.stdout.write(`${values.json ? JSON.stringify(data, null, 2) : text}\n`);
+    const { data, text } = await command.run({ url, args, values, log: (line) => fail(line), print: (line) => io.stdout.write(`${line}\n`) });
+    if (data !== undefined) io.stdout.write(`${values.json ? JSON.stringify(data, null, 2) : text}\n`);
     return 0;
   } catch (error) {
     if (error instanceof UsageError) {

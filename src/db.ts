@@ -37,21 +37,23 @@ export async function query<R extends pg.QueryResultRow>(db: Db, text: string, v
   return withClient(db, async (client) => (await client.query<R>(text, values)).rows);
 }
 
-/** Connection settings for another database of the same server as `db` (pg_cron's, say). */
-export function sameServer(db: Db, database: string): pg.ClientConfig {
+/** Connection settings for `db`'s server: its own database, or another one (pg_cron's, say). */
+export function sameServer(db: Db, database?: string): pg.ClientConfig {
   // pg lets a connection string override separate fields: change the database inside the string.
   const withDatabase = (connectionString: string) => {
+    if (database === undefined) return connectionString;
     const url = new URL(connectionString);
     url.pathname = `/${encodeURIComponent(database)}`;
     return url.toString();
   };
-  if (typeof db === 'string') return { connectionString: withDatabase(db) };
+  if (typeof db === 'string') return { connectionString: withDatabase(db), connectionTimeoutMillis: 10_000 };
   if (db instanceof pg.Pool) {
     const { connectionString, ...options } = db.options;
-    return connectionString ? { ...options, connectionString: withDatabase(connectionString) } : { ...options, database };
+    if (connectionString) return { ...options, connectionString: withDatabase(connectionString) };
+    return database === undefined ? options : { ...options, database };
   }
   // pg's Client keeps the settings it connected with; they are not in its type declarations.
   const params = (db as unknown as { connectionParameters?: pg.ClientConfig }).connectionParameters ?? {};
   const { user, password, host, port, ssl } = params;
-  return { user, password, host, port, ssl, database };
+  return { user, password, host, port, ssl, database: database ?? params.database };
 }

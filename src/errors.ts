@@ -25,6 +25,10 @@ export class OrderNotModifiableError extends OrderAutomationError {}
 export class OrderNotFoundError extends OrderAutomationError {}
 /** OA006: a bad argument to a package routine. */
 export class InvalidArgumentError extends OrderAutomationError {}
+/** OA007: the receipt deadline of this order was already extended once. */
+export class ReceiptAlreadyExtendedError extends OrderAutomationError {}
+/** OA008: holding an order already held, or releasing one that is not. */
+export class HoldConflictError extends OrderAutomationError {}
 /** A setting value refused by the settings table's constraints (or not a valid interval/number). */
 export class InvalidSettingError extends OrderAutomationError {}
 /** OA010: pg_cron is missing, not preloaded, or lives in another database. */
@@ -39,6 +43,8 @@ const bySqlstate: Record<string, new (message: string, options: { sqlstate?: str
   OA004: OrderNotModifiableError,
   OA005: OrderNotFoundError,
   OA006: InvalidArgumentError,
+  OA007: ReceiptAlreadyExtendedError,
+  OA008: HoldConflictError,
   OA010: PgCronUnavailableError,
 };
 
@@ -66,8 +72,11 @@ export function toOrderAutomationError(error: unknown): unknown {
   const message = pgError.message || String(error);
   const Known = bySqlstate[code];
   if (Known) return new Known(message, { sqlstate: code, hint: pgError.hint, cause: error });
-  if (code === '23514' && pgError.table === 'settings') {
+  if (code === '23514' && (pgError.table === 'settings' || pgError.table === 'store_settings')) {
     return new InvalidSettingError(`setting refused: ${pgError.constraint ?? message}`, { sqlstate: code, cause: error });
+  }
+  if (code === '23503' && pgError.table === 'store_settings') {
+    return new InvalidArgumentError(`no such store: ${message}`, { sqlstate: code, cause: error });
   }
   if (unreachableCodes.has(code)) {
     return new DatabaseUnreachableError(`cannot reach the database: ${message}`, { sqlstate: code, cause: error });

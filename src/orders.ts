@@ -30,3 +30,20 @@ export const shipOrder = (db: Db, orderId: string): Promise<Order> => act(db, 's
 export const confirmReceipt = (db: Db, orderId: string): Promise<Order> => act(db, 'confirm_receipt', orderId);
 /** Cancels an unpaid or paid order: books back on the shelf, payment refunded. */
 export const cancelOrder = (db: Db, orderId: string): Promise<Order> => act(db, 'cancel_order', orderId);
+
+async function one(db: Db, text: string, values: unknown[]): Promise<Order> {
+  return toOrder((await query<OrderRow>(db, text, values))[0]!);
+}
+
+/** A payment attempt begins: the order is not auto-cancelled before now + grace (default: the payment_grace setting). */
+export const paymentStarted = (db: Db, orderId: string, grace?: string): Promise<Order> =>
+  one(db, 'select * from order_automation.payment_started($1::text, $2::interval)', [orderId, grace ?? null]);
+/** The buyer pushes the receipt deadline once (default: the receipt_extension setting); ReceiptAlreadyExtendedError the second time. */
+export const extendReceipt = (db: Db, orderId: string, by?: string): Promise<Order> =>
+  one(db, 'select * from order_automation.extend_receipt($1::text, $2::interval)', [orderId, by ?? null]);
+/** Holds an order: neither auto-cancelled nor auto-confirmed until released; its countdown pauses. */
+export const holdOrder = (db: Db, orderId: string, reason: string): Promise<Order> =>
+  one(db, 'select * from order_automation.hold($1::text, $2::text)', [orderId, reason]);
+/** Releases a held order: its countdown resumes with the time that was left. */
+export const releaseOrder = (db: Db, orderId: string): Promise<Order> =>
+  one(db, 'select * from order_automation.release($1::text)', [orderId]);

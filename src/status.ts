@@ -2,7 +2,8 @@
 // due now and the next deadline; and the settings.
 import pg from 'pg';
 import { type Db, sameServer, withClient } from './db.js';
-import { getSettings, type Settings } from './settings.js';
+import { nextFireTime } from './cron.js';
+import { getSettings, getStoreSettings, type Settings, type StoreSettings } from './settings.js';
 import type { JobName } from './types.js';
 
 export interface LastRun {
@@ -24,18 +25,23 @@ export interface JobStatus {
   cronJobName: string;
   /** Whether pg_cron has the job and it is active; null when pg_cron could not be asked. */
   active: boolean | null;
+  /** When pg_cron next starts it (schedule in UTC); null when not scheduled or paused. */
+  nextRunAt: Date | null;
   lastRun: LastRun | null;
-  dueNow: number;
+  /** Orders the job would process now (null: not an order job). */
+  dueNow: number | null;
+  /** Orders held (hold / release), so not processed however due. */
+  held: number | null;
   nextDeadline: Date | null;
 }
 
-export interface Status { database: string; jobs: JobStatus[]; settings: Settings }
+export interface Status { database: string; jobs: JobStatus[]; settings: Settings; storeSettings: StoreSettings[] }
 
 interface JobStatusRow {
-  job: JobName; schedule: string; cron_database: string | null; cron_jobname: string;
+  job: JobName; schedule: string; active: boolean; cron_database: string | null; cron_jobname: string;
   last_run_id: string | null; last_started_at: Date | null; last_finished_at: Date | null;
   last_processed: string | null; last_failed: string | null; last_error: string | null;
-  due_now: string; next_deadline: Date | null; database: string;
+  due_now: string | null; held: string | null; next_deadline: Date | null; database: string;
 }
 
 async function cronActive(client: pg.ClientBase, names: string[]): Promise<Map<string, { active: boolean; schedule: string }>> {
@@ -48,6 +54,7 @@ export async function getStatus(db: Db): Promise<Status> {
   return withClient(db, async (client) => {
     const { rows } = await client.query<JobStatusRow>('select *, current_database() as database from order_automation.job_status()');
     const settings = await getSettings(client);
+    const storeSettings = await getStoreSettings(client);
     const database = rows[0]?.database ?? '';
     // What pg_cron itself says, from the database it lives in (this one, or another of the server).
     const cron = new Map<string, { active: boolean; schedule: string }>();
@@ -71,20 +78,24 @@ export async function getStatus(db: Db): Promise<Status> {
     }
     const jobs = rows.map((r): JobStatus => {
       const inCron = cron.get(r.cron_jobname);
+      const schedule = inCron?.schedule ?? r.schedule;
+      const active = r.cron_database === null ? false : inCron ? inCron.active : null;
       return {
         job: r.job,
-        schedule: inCron?.schedule ?? r.schedule,
+        schedule,
         cronDatabase: r.cron_database,
         cronJobName: r.cron_jobname,
-        active: r.cron_database === null ? false : inCron ? inCron.active : null,
+        active,
+        nextRunAt: active === false || r.cron_database === null ? null : nextFireTime(schedule),
         lastRun: r.last_run_id === null ? null : {
           id: Number(r.last_run_id), startedAt: r.last_started_at!, finishedAt: r.last_finished_at,
           processed: Number(r.last_processed), failed: Number(r.last_failed), error: r.last_error,
         },
-        dueNow: Number(r.due_now),
+        dueNow: r.due_now === null ? null : Number(r.due_now),
+        held: r.held === null ? null : Number(r.held),
         nextDeadline: r.next_deadline,
       };
     });
-    return { database, jobs, settings };
+    return { database, jobs, settings, storeSettings };
   });
 }

@@ -60,7 +60,7 @@ test.concurrent('status shows both jobs, their schedule and the settings, as a t
   expect(json.code).toBe(0);
   const status = JSON.parse(json.stdout) as { database: string; jobs: { job: string; active: boolean; dueNow: number; nextDeadline: string }[]; settings: { batchSize: number } };
   expect(status.database).toBe(db.name);
-  expect(status.jobs.map((j) => j.job)).toEqual(['cancel_expired_orders', 'confirm_shipped_orders']);
+  expect(status.jobs.map((j) => j.job)).toEqual(['cancel_expired_orders', 'confirm_shipped_orders', 'purge_cancelled_orders', 'purge_history']);
   expect(status.jobs[0]).toMatchObject({ active: false, dueNow: 0 });
   expect(new Date(status.jobs[0]!.nextDeadline).toISOString()).toBe(status.jobs[0]!.nextDeadline);
   expect(status.settings.batchSize).toBe(1000);
@@ -84,7 +84,7 @@ test.concurrent('run cancel with --as-of past the deadline cancels the unpaid or
 test.concurrent('events lists the placed order, as a table or as JSON', async () => {
   const [text, json] = await Promise.all([cli(['events', '--order', 'o1'], db.url), cli(['events', '--order', 'o1', '--limit', '1', '--json'], db.url)]);
   expect(text.code).toBe(0);
-  expect(text.stdout).toMatch(/^id\s+order\s+from\s+to\s+cause\s+at\n\d+\s+o1\s+-\s+unpaid\s+place_order\s+\d{4}-/);
+  expect(text.stdout).toMatch(/^id\s+order\s+from\s+to\s+cause\s+at\s+note\n\d+\s+o1\s+-\s+unpaid\s+place_order\s+\d{4}-/);
   expect(JSON.parse(json.stdout)).toEqual([expect.objectContaining({ orderId: 'o1', from: null, to: 'unpaid', cause: 'place_order' })]);
 });
 
@@ -106,7 +106,7 @@ test.concurrent('--help prints the usage of every command', async () => {
 test.concurrent('an unknown setting is a usage error that lists the settings', async () => {
   const unknown = await cli(['settings', 'set', 'nosuch=1'], db.url);
   expect(unknown.code).toBe(2);
-  expect(unknown.stderr).toBe('order-automation: unknown setting "nosuch"; the settings are payment_timeout, receipt_timeout, batch_size, max_run_time.\n'
+  expect(unknown.stderr).toBe('order-automation: unknown setting "nosuch"; the settings are payment_timeout, receipt_timeout, batch_size, max_run_time, payment_grace, receipt_extension, remind_before, purge_cancelled_after, history_retention.\n'
     + 'Run order-automation --help for usage.\n');
 });
 
@@ -136,7 +136,7 @@ test('settings set changes the settings, and settings get shows them', async () 
   expect(set.code).toBe(0);
   expect(set.stdout).toMatch(/^payment_timeout\s+00:15:00$/m);
   const [text, json] = await Promise.all([cli(['settings'], db.url), cli(['settings', 'get', '--json'], db.url)]);
-  expect(text.stdout).toMatch(/^payment_timeout\s+00:15:00\nreceipt_timeout\s+00:01:00\nbatch_size\s+500\nmax_run_time\s+\S+\n$/);
+  expect(text.stdout).toMatch(/^payment_timeout\s+00:15:00\nreceipt_timeout\s+00:01:00\nbatch_size\s+500\nmax_run_time\s+\S+\n(.*\n){2}remind_before\s+off\n/);
   expect(JSON.parse(json.stdout)).toMatchObject({ paymentTimeout: '00:15:00', batchSize: 500 });
   expect(await settingsRow()).toEqual({ payment_timeout: '00:15:00', batch_size: 500 });
 });

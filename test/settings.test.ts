@@ -11,7 +11,10 @@ beforeAll(async () => {
 });
 afterAll(async () => db?.drop());
 
-const defaults = { paymentTimeout: '00:10:00', receiptTimeout: '00:01:00', batchSize: 1000, maxRunTime: '00:00:50' };
+const defaults = {
+  paymentTimeout: '00:10:00', receiptTimeout: '00:01:00', batchSize: 1000, maxRunTime: '00:00:50',
+  paymentGrace: '00:05:00', receiptExtension: '3 days', remindBefore: null, purgeCancelledAfter: null, historyRetention: '30 days',
+};
 
 describe('settings', () => {
   test('a fresh install has the reference defaults', async () => {
@@ -33,11 +36,22 @@ describe('settings', () => {
     [{ maxRunTime: '2 days' }, 'max_run_time must be between 1 second and 1 day'],
     [{ paymentTimeout: 'banana' }, 'invalid input syntax for type interval: "banana"'],
     [{ batchSize: 1.5 }, 'batch_size must be a whole number'],
+    [{ paymentGrace: '0' }, 'payment_grace must be a positive interval'],
+    [{ receiptExtension: '-1 day' }, 'receipt_extension must be a positive interval'],
+    [{ remindBefore: '0' }, 'remind_before must be a positive interval or NULL (off)'],
+    [{ purgeCancelledAfter: '-1 second' }, 'purge_cancelled_after must be zero or more, or NULL (keep)'],
+    [{ historyRetention: '5 minutes' }, 'history_retention must be at least 1 hour'],
   ])('%o is refused with a message naming the setting, and nothing changes', async (change, message) => {
     const error = await updateSettings(db.pool, { receiptTimeout: '2 minutes', ...change }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InvalidSettingError);
     expect((error as Error).message).toContain(message);
     expect(await getSettings(db.pool)).toEqual(defaults);
+  });
+
+  test('nullable settings are switched on with a value and off with null', async () => {
+    expect(await updateSettings(db.pool, { remindBefore: '2 minutes', purgeCancelledAfter: '0' }))
+      .toMatchObject({ remindBefore: '00:02:00', purgeCancelledAfter: '00:00:00' });
+    expect(await updateSettings(db.pool, { remindBefore: null, purgeCancelledAfter: null })).toEqual(defaults);
   });
 
   test('the settings table keeps exactly one row', async () => {

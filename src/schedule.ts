@@ -1,0 +1,46 @@
+// Control of the pg_cron schedule: change a job's cron schedule, pause it, resume it — here, or in
+// pg_cron's own database when the jobs were scheduled from there.
+import pg from 'pg';
+import { type Db, sameServer, withClient } from './db.js';
+import type { JobName } from './types.js';
+
+export interface ScheduleChange {
+  /** Five-field cron syntax, e.g. '*\/5 * * * *'; pg_cron refuses an invalid one and nothing changes. */
+  schedule?: string;
+  /** false pauses the job, true resumes it. */
+  active?: boolean;
+}
+
+/** Changes a job's schedule and/or pauses or resumes it, all or nothing. */
+export async function setSchedule(db: Db, job: JobName, change: ScheduleChange): Promise<void> {
+  await withClient(db, async (client) => {
+    await client.query('begin');
+    try {
+      // Validates the job, records the change, and applies it to pg_cron when it lives here.
+      await client.query('select order_automation.set_schedule($1::text, $2::text, $3::boolean)',
+        [job, change.schedule ?? null, change.active ?? null]);
+      const { rows } = await client.query<{ cron_database: string | null; jobname: string; schedule: string; active: boolean; here: boolean }>(`
+        select cron_database, order_automation.cron_jobname(job) as jobname, schedule, active,
+               cron_database = current_database() as here
+          from order_automation.job where job = $1`, [job]);
+      const row = rows[0]!;
+      if (row.cron_database !== null && !row.here) {
+        const cron = new pg.Client(sameServer(db, row.cron_database));
+        await cron.connect();
+        try {
+          await cron.query('select cron.alter_job(jobid, schedule => $2, active => $3) from cron.job where jobname = $1',
+            [row.jobname, row.schedule, row.active]);
+        } finally {
+          await cron.end().catch(() => undefined);
+        }
+      }
+      await client.query('commit');
+    } catch (error) {
+      await client.query('rollback').catch(() => undefined);
+      throw error;
+    }
+  });
+}
+
+export const pauseJob = (db: Db, job: JobName): Promise<void> => setSchedule(db, job, { active: false });
+export const resumeJob = (db: Db, job: JobName): Promise<void> => setSchedule(db, job, { active: true });
