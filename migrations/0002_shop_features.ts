@@ -60,6 +60,7 @@ export async function up(pgm: MigrationBuilder): Promise<void> {
     insert into order_automation.job (job, command) values
       ('purge_cancelled_orders', 'CALL order_automation.purge_cancelled_orders()'),
       ('purge_history', 'CALL order_automation.purge_history()');
+    update order_automation.job set schedule = '17 * * * *' where job = 'purge_history';
 
     -- Signatures and result types that change: drop by the full old signature, then create.
     drop function order_automation.job_status(timestamptz);

@@ -124,3 +124,5 @@ insert into order_automation.job (job, command) values
   ('confirm_shipped_orders', 'CALL order_automation.confirm_shipped_orders()'),
   ('purge_cancelled_orders', 'CALL order_automation.purge_cancelled_orders()'),
   ('purge_history', 'CALL order_automation.purge_history()');
+-- Hourly is plenty for the run log.
+update order_automation.job set schedule = '17 * * * *' where job = 'purge_history';

@@ -43,8 +43,10 @@ begin
     grant usage on schema order_automation to order_automation_admin;
     grant select, update on order_automation.settings to order_automation_admin;
     grant select, insert, update, delete on order_automation.store_settings to order_automation_admin;
-    grant select on order_automation.run, order_automation.order_failure, order_automation.job, order_automation.order_event
-      to order_automation_admin;
+    -- The procedures commit, so they cannot run as the owner: running them takes the rights they use.
+    grant select, insert, update, delete on order_automation.run, order_automation.order_failure to order_automation_admin;
+    grant select, update on order_automation.job to order_automation_admin;
+    grant select on order_automation.order_event to order_automation_admin;
     grant execute on all functions in schema order_automation to order_automation_admin;
     grant execute on all procedures in schema order_automation to order_automation_admin;
   end if;

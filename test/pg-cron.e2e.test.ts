@@ -3,7 +3,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { inject } from 'vitest';
-import { getStatus, migrate } from '../src/index.js';
+import { getStatus, migrate, pauseJob, resumeJob, setSchedule } from '../src/index.js';
 import { databaseUrl } from './setup/urls.js';
 import { balanceOf, createTestDatabase, one, seedBookstore, stockOf, type TestDatabase } from './helpers.js';
 
@@ -43,9 +43,10 @@ describe('pg_cron runs the automation on its own', () => {
     try {
       const jobs = await cronDb.query<{ jobname: string; database: string; schedule: string; active: boolean }>(
         'select jobname, database, schedule, active from cron.job where database = any($1) order by jobname', [shops.map((s) => s.name)]);
-      expect(jobs.rows).toHaveLength(4);
-      expect(new Set(jobs.rows.map((j) => j.jobname)).size).toBe(4);
-      expect(jobs.rows.every((j) => j.schedule === '* * * * *' && j.active)).toBe(true);
+      expect(jobs.rows).toHaveLength(8);
+      expect(new Set(jobs.rows.map((j) => j.jobname)).size).toBe(8);
+      expect(jobs.rows.every((j) => j.active)).toBe(true);
+      expect(jobs.rows.filter((j) => /(cancel_expired|confirm_shipped)_orders/.test(j.jobname)).every((j) => j.schedule === '* * * * *')).toBe(true);
 
       // Wait for the tick (at most a minute, plus the run itself).
       const deadline = Date.now() + 100_000;
@@ -63,7 +64,7 @@ describe('pg_cron runs the automation on its own', () => {
         const causes = await db.pool.query(`select order_id, cause from order_automation.order_event where cause like '%_timeout' order by order_id`);
         expect(causes.rows).toEqual([{ order_id: 'late', cause: 'payment_timeout' }, { order_id: 'sent', cause: 'receipt_timeout' }]);
         const status = await getStatus(db.pool);
-        for (const job of status.jobs) {
+        for (const job of status.jobs.filter((j) => j.job === 'cancel_expired_orders' || j.job === 'confirm_shipped_orders')) {
           expect(job.active).toBe(true);
           expect(job.lastRun?.error ?? null).toBeNull();
           expect(job.lastRun?.processed).toBeGreaterThanOrEqual(1);
@@ -72,6 +73,22 @@ describe('pg_cron runs the automation on its own', () => {
       const runs = await cronDb.query<{ status: string }>(`select d.status from cron.job_run_details d join cron.job j using (jobid)
         where j.database = any($1) and d.status <> 'running'`, [shops.map((s) => s.name)]);
       expect(runs.rows.length).toBeGreaterThanOrEqual(4);
+      // Schedule control from the app's database reaches pg_cron's: change, pause, resume, refuse.
+      const [shop] = shops;
+      const cronJob = async () => (await cronDb.query<{ schedule: string; active: boolean }>(
+        'select schedule, active from cron.job where jobname = $1', [`order_automation.cancel_expired_orders@${shop!.name}`])).rows[0];
+      await setSchedule(shop!.pool, 'cancel_expired_orders', { schedule: '*/7 * * * *' });
+      expect(await cronJob()).toEqual({ schedule: '*/7 * * * *', active: true });
+      await pauseJob(shop!.pool, 'cancel_expired_orders');
+      expect(await cronJob()).toEqual({ schedule: '*/7 * * * *', active: false });
+      expect((await getStatus(shop!.pool)).jobs.find((j) => j.job === 'cancel_expired_orders')).toMatchObject({ active: false, nextRunAt: null });
+      await resumeJob(shop!.pool, 'cancel_expired_orders');
+      const resumed = (await getStatus(shop!.pool)).jobs.find((j) => j.job === 'cancel_expired_orders')!;
+      expect(resumed.active).toBe(true);
+      expect(resumed.nextRunAt!.getUTCMinutes() % 7).toBe(0);
+      await expect(setSchedule(shop!.pool, 'cancel_expired_orders', { schedule: 'every so often' })).rejects.toThrow(/invalid schedule/);
+      expect(await cronJob()).toEqual({ schedule: '*/7 * * * *', active: true });
+      expect((await shop!.pool.query(`select schedule from order_automation.job where job = 'cancel_expired_orders'`)).rows[0].schedule).toBe('*/7 * * * *');
       expect(runs.rows.every((r) => r.status === 'succeeded')).toBe(true);
     } finally {
       await cronDb.end();

@@ -1,0 +1,53 @@
+// When pg_cron fires a job next (status's next run), and the run log kept only history_retention long.
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { nextFireTime, purgeHistory, cancelExpiredOrders, updateSettings, setSchedule, getStatus, InvalidArgumentError } from '../src/index.js';
+import { createTestDatabase, type TestDatabase } from './helpers.js';
+
+describe('next fire time of a cron schedule (UTC, as pg_cron 1.4)', () => {
+  const from = new Date('2026-11-25T13:07:30Z');
+  test.each([
+    ['* * * * *', '2026-11-25T13:08:00Z'],
+    ['*/5 * * * *', '2026-11-25T13:10:00Z'],
+    ['0 * * * *', '2026-11-25T14:00:00Z'],
+    ['30 2 * * *', '2026-11-26T02:30:00Z'],
+    ['0 0 1 * *', '2026-12-01T00:00:00Z'],
+    ['0 9 * * 1-5', '2026-11-26T09:00:00Z'],
+    ['15,45 13 * * *', '2026-11-25T13:15:00Z'],
+    ['0 0 * * 0', '2026-11-29T00:00:00Z'],
+    ['0 0 * * 7', '2026-11-29T00:00:00Z'],
+    ['@daily', '2026-11-26T00:00:00Z'],
+  ])('%s fires next at %s', (schedule, next) => {
+    expect(nextFireTime(schedule, from)?.toISOString()).toBe(new Date(next).toISOString());
+  });
+  test.each(['', 'nonsense', '61 * * * *', '* * * *', '*/0 * * * *'])('%j is not a schedule it can read: null', (schedule) => {
+    expect(nextFireTime(schedule, from)).toBeNull();
+  });
+});
+
+describe('schedule and history in a database', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => db?.drop());
+
+  test('the schedule of an unscheduled install is recorded, an unknown job refused (OA006)', async () => {
+    await setSchedule(db.pool, 'cancel_expired_orders', { schedule: '*/10 * * * *', active: false });
+    const job = (await getStatus(db.pool)).jobs.find((j) => j.job === 'cancel_expired_orders')!;
+    expect(job).toMatchObject({ schedule: '*/10 * * * *', active: false, nextRunAt: null });
+    await expect(setSchedule(db.pool, 'no_such_job' as never, { active: true })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+
+  test('purge_history deletes finished runs older than history_retention and keeps the rest', async () => {
+    await cancelExpiredOrders(db.pool);
+    await cancelExpiredOrders(db.pool);
+    await db.pool.query(`update order_automation.run set started_at = started_at - interval '40 days'
+                          where id = (select min(id) from order_automation.run)`);
+    const before = Number((await db.pool.query('select count(*) n from order_automation.run')).rows[0].n);
+    expect((await purgeHistory(db.pool)).purged).toBe(1);
+    // The purge records its own run.
+    expect(Number((await db.pool.query('select count(*) n from order_automation.run')).rows[0].n)).toBe(before);
+    await updateSettings(db.pool, { historyRetention: '1 hour' });
+    expect((await purgeHistory(db.pool)).purged).toBe(0);
+  });
+});

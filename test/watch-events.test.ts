@@ -1,0 +1,90 @@
+// watchEvents(): a live feed of order events woken by NOTIFY, that survives a dropped connection
+// without losing or repeating an event, including events whose transactions commit out of id order.
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { placeOrder, watchEvents, type OrderEvent } from '../src/index.js';
+import { createTestDatabase, seedBookstore, type TestDatabase } from './helpers.js';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  await seedBookstore(db.pool, { stock: 100_000 });
+});
+afterAll(async () => db?.drop());
+
+/** Collects events until `done` says so (or the time is up). */
+async function collect(stream: AsyncGenerator<OrderEvent>, done: (seen: OrderEvent[]) => boolean, ms = 20_000): Promise<OrderEvent[]> {
+  const seen: OrderEvent[] = [];
+  const timer = setTimeout(() => void stream.return(undefined), ms);
+  try {
+    for await (const event of stream) {
+      seen.push(event);
+      if (done(seen)) break;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  return seen;
+}
+
+const place = (id: string) => placeOrder(db.pool, { orderId: id, userId: 'buyer1', storeId: 'store2', items: [{ bookId: 'book1', count: 1, price: 1 }] });
+
+describe('watchEvents', () => {
+  test('new events arrive at once, woken by NOTIFY, not by polling', async () => {
+    const stream = watchEvents(db.url, { pollIntervalMs: 60_000 });
+    const started = Date.now();
+    const seen = collect(stream, (s) => s.length >= 3);
+    await new Promise((r) => setTimeout(r, 300));
+    for (const id of ['w1', 'w2', 'w3']) await place(id);
+    const events = await seen;
+    expect(events.map((e) => [e.orderId, e.to, e.cause])).toEqual([['w1', 'unpaid', 'place_order'], ['w2', 'unpaid', 'place_order'], ['w3', 'unpaid', 'place_order']]);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  test('afterId resumes after a given event, with nothing lost or repeated', async () => {
+    const all = (await db.pool.query<{ id: string }>('select id from order_automation.order_event order by id')).rows.map((r) => Number(r.id));
+    const events = await collect(watchEvents(db.url, { afterId: all[0] }), (s) => s.length >= all.length - 1, 5000);
+    expect(events.map((e) => e.id)).toEqual(all.slice(1));
+  });
+
+  test('an event whose transaction commits after a later id is not skipped', async () => {
+    const slow = new pg.Client({ connectionString: db.url });
+    await slow.connect();
+    try {
+      const stream = watchEvents(db.url, { pollIntervalMs: 200 });
+      const seen = collect(stream, (s) => s.some((e) => e.orderId === 'slow') && s.some((e) => e.orderId === 'fast'));
+      await new Promise((r) => setTimeout(r, 300));
+      await slow.query('begin');
+      await slow.query(`select order_automation.place_order('slow', 'buyer1', 'store1', '[{"book_id":"book1","count":1,"price":1}]')`);
+      await place('fast');   // a larger id (another store: no lock to wait for), committed first
+      await new Promise((r) => setTimeout(r, 500));
+      await slow.query('commit');
+      const events = await seen;
+      // The trap: 'slow' has the smaller id but committed last, so a reader going by "id > last id seen"
+      // would have moved past it. Delivered in transaction order, both arrive.
+      expect(events.map((e) => e.orderId)).toEqual(['slow', 'fast']);
+      expect(events[0]!.id).toBeLessThan(events[1]!.id);
+    } finally {
+      await slow.end();
+    }
+  });
+
+  test('killing its connection mid-stream loses and repeats nothing', async () => {
+    const reconnects: unknown[] = [];
+    const stream = watchEvents(db.url, { pollIntervalMs: 200, reconnectDelayMs: 100, onReconnect: (e) => reconnects.push(e) });
+    const total = 300;
+    const seen = collect(stream, (s) => s.filter((e) => e.orderId.startsWith('k')).length >= total, 30_000);
+    await new Promise((r) => setTimeout(r, 300));
+    for (let i = 0; i < total; i++) {
+      await place(`k${i}`);
+      if (i % 100 === 50) {
+        await db.pool.query(`select pg_terminate_backend(pid) from pg_stat_activity
+          where application_name = 'order_automation_watch' and datname = current_database()`);
+      }
+    }
+    const events = (await seen).filter((e) => e.orderId.startsWith('k'));
+    expect(reconnects.length).toBeGreaterThanOrEqual(2);
+    expect(events.map((e) => e.orderId)).toEqual(Array.from({ length: total }, (_, i) => `k${i}`));
+    expect(new Set(events.map((e) => e.id)).size).toBe(total);
+  });
+});
