@@ -29,6 +29,17 @@ async function collect(stream: AsyncGenerator<OrderEvent>, done: (seen: OrderEve
 
 const place = (id: string) => placeOrder(db.pool, { orderId: id, userId: 'buyer1', storeId: 'store2', items: [{ bookId: 'book1', count: 1, price: 1 }] });
 
+/** Terminates the watcher's connection, once it has one (it may be between two). */
+async function killWatcher(): Promise<void> {
+  for (let tries = 0; tries < 100; tries++) {
+    const { rows } = await db.pool.query<{ killed: boolean }>(`select pg_terminate_backend(pid) as killed from pg_stat_activity
+      where application_name = 'order_automation_watch' and datname = current_database()`);
+    if (rows.some((r) => r.killed)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('the watcher never reconnected');
+}
+
 describe('watchEvents', () => {
   test('new events arrive at once, woken by NOTIFY, not by polling', async () => {
     const stream = watchEvents(db.url, { pollIntervalMs: 60_000 });
@@ -77,10 +88,7 @@ describe('watchEvents', () => {
     await new Promise((r) => setTimeout(r, 300));
     for (let i = 0; i < total; i++) {
       await place(`k${i}`);
-      if (i % 100 === 50) {
-        await db.pool.query(`select pg_terminate_backend(pid) from pg_stat_activity
-          where application_name = 'order_automation_watch' and datname = current_database()`);
-      }
+      if (i % 100 === 50) await killWatcher();
     }
     const events = (await seen).filter((e) => e.orderId.startsWith('k'));
     expect(reconnects.length).toBeGreaterThanOrEqual(2);
