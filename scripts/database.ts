@@ -107,7 +107,7 @@ async function getForcedDatabase(provider: Provider, options: GetDatabaseOptions
       case 'testcontainers': {
         const docker = await detectDockerEngine();
         if (docker.ok) return await containerDatabase(log);
-        reason = `no Docker engine answered: ${docker.reason}. Start Docker (or Podman, with DOCKER_HOST set to its socket).`;
+        reason = `no Docker engine answered: ${docker.reason}. Start Docker (or Podman, with DOCKER_HOST set to its socket; on Debian, as root: eval "$(scripts/container-engine.sh)").`;
         break;
       }
       case 'local': {
@@ -230,35 +230,61 @@ function ping(endpoint: string, get: (done: (response: http.IncomingMessage) => 
   });
 }
 
+/** scripts/container-engine.sh builds the same name, so this build then finds every layer cached. */
 const CONTAINER_IMAGE = `localhost/order-automation-postgres-cron:${DEFAULT_MAJOR}`;
 const CONTAINER_PASSWORD = 'postgres';
+/** How long the server may refuse connections after saying it is ready (port mapping, slow hosts). */
+const CONTAINER_CONNECT_TIMEOUT_MS = 15_000;
 
 async function containerDatabase(log: (line: string) => void): Promise<Database> {
   // Loaded only now: importing testcontainers is slow and it talks to the engine.
-  // It honours TESTCONTAINERS_RYUK_DISABLED itself.
+  // It honours TESTCONTAINERS_RYUK_DISABLED itself; without Ryuk nothing reaps our container, so stop() removes it.
   const { GenericContainer, Wait } = await import('testcontainers');
   const context = fileURLToPath(new URL('../docker/postgres-cron/', import.meta.url));
   log(`building ${CONTAINER_IMAGE} from docker/postgres-cron (cached after the first build)`);
+  const buildStarted = Date.now();
+  // The default pull policy never pulls an image that exists locally: on a machine without a
+  // registry, the base that container-engine.sh imported under the Dockerfile's FROM name is used.
   const image = await GenericContainer.fromDockerfile(context).build(CONTAINER_IMAGE, { deleteOnExit: false });
-  log('starting the pg_cron container');
+  log(`image ready in ${Date.now() - buildStarted} ms; starting the pg_cron container`);
+  const startStarted = Date.now();
   const container = await image
     .withEnvironment({ POSTGRES_USER: 'postgres', POSTGRES_PASSWORD: CONTAINER_PASSWORD, POSTGRES_DB: 'postgres' })
     .withExposedPorts(5432)
-    // Not the health check: Podman without systemd never runs it. The entrypoint
-    // creates the cluster without a temporary server, so the message appears once.
-    .withWaitStrategy(Wait.forAll([Wait.forLogMessage(/database system is ready to accept connections/), Wait.forListeningPorts()]))
+    // Not the health check: Podman without systemd never runs it. Not forListeningPorts either: it
+    // execs three commands into the container every 100 ms, and on Podman each exec leaves conmon
+    // processes behind for five minutes. The entrypoint creates the cluster in single-user mode, so
+    // only the final server prints this line, once; connecting below proves the mapped port.
+    .withWaitStrategy(Wait.forLogMessage(/database system is ready to accept connections/, 1))
     .withStartupTimeout(120_000)
     .start();
-  const url = `postgres://postgres:${CONTAINER_PASSWORD}@${container.getHost()}:${container.getMappedPort(5432)}/postgres`;
+  const address = `${container.getHost()}:${container.getMappedPort(5432)}`;
+  // POSTGRES_DB is cron.database_name (the entrypoint sets it so): the URL names the cron database.
+  const url = `postgres://postgres:${CONTAINER_PASSWORD}@${address}/postgres`;
   let stopping: Promise<void> | undefined;
-  const stop = () => (stopping ??= container.stop().then(() => {}));
+  const stop = () => (stopping ??= container.stop({ remove: true, removeVolumes: true }).then(() => {}));
   try {
-    const cronDatabase = await readCronDatabase(url, { createExtension: true });
-    log(`pg_cron container ready at ${container.getHost()}:${container.getMappedPort(5432)}`);
+    const cronDatabase = await untilConnected(() => readCronDatabase(url, { createExtension: true }), CONTAINER_CONNECT_TIMEOUT_MS);
+    log(`pg_cron container ready at ${address} in ${Date.now() - startStarted} ms`);
     return { provider: 'testcontainers', url, cronDatabase, stop };
   } catch (error) {
     await stop();
     throw error;
+  }
+}
+
+/** Retries `attempt` while the server cannot take connections yet (refused, reset, starting up). */
+async function untilConnected<T>(attempt: () => Promise<T>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      const transient = code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === '57P03';
+      if (!transient || Date.now() >= deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 }
 
@@ -487,10 +513,13 @@ async function socketDirFor(base: string, user: RunAs | undefined): Promise<stri
 async function startCluster(pgCtl: string, base: string, socketDir: string, asServer: RunOptions): Promise<number> {
   const dataPath = path.join(base, 'data');
   const logPath = path.join(base, 'postgres.log');
+  const runtimeConf = path.join(dataPath, RUNTIME_CONF);
+  // pg_cron keeps the port each job was scheduled with (cron.job.nodeport): a kept cluster comes back
+  // on the port it had, when it is free, or its jobs could no longer connect.
+  const previous = Number(/^port = (\d+)$/m.exec(await readFile(runtimeConf, 'utf8').catch(() => ''))?.[1] ?? 0);
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const port = attempt === 1 && previous > 0 && (await portIsFree(previous)) ? previous : await freePort();
     const quoted = `'${socketDir.replaceAll("'", "''")}'`;
-    const runtimeConf = path.join(dataPath, RUNTIME_CONF);
     await writeFile(
       runtimeConf,
       [
@@ -510,6 +539,14 @@ async function startCluster(pgCtl: string, base: string, socketDir: string, asSe
     if (attempt < 3 && /Address already in use/.test(serverLog)) continue;
     throw new Error(`pg_ctl start failed for ${dataPath} (exit ${result.code}): ${tail(result.output)}\n${logPath}:\n${tail(serverLog)}`);
   }
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
 }
 
 function freePort(): Promise<number> {

@@ -43,7 +43,8 @@ function jobLine(job: JobStatus): string {
   const last = job.lastRun
     ? `last run ${time(job.lastRun.startedAt)} ${job.lastRun.error ? `failed: ${job.lastRun.error}` : `processed ${job.lastRun.processed}`}`
     : 'not run yet';
-  return `  ${job.job.padEnd(23)} ${job.schedule.padEnd(11)} ${job.active ? 'active' : 'inactive'}  ${last}; due now ${job.dueNow}; next deadline ${time(job.nextDeadline)}`;
+  const due = job.dueNow === null ? '' : `; due now ${job.dueNow}, held ${job.held ?? 0}; next deadline ${time(job.nextDeadline)}`;
+  return `  ${job.job.padEnd(23)} ${job.schedule.padEnd(11)} ${job.active ? `next run ${time(job.nextRunAt)}` : 'paused'}  ${last}${due}`;
 }
 
 const database = await getDatabase({ dataDir, log: (line) => console.log(`[database] ${line}`) });
@@ -73,7 +74,8 @@ try {
   console.log('live status (Ctrl-C stops):');
   while (!stopping) {
     const status = await getStatus(pool);
-    const lines = status.jobs.map(jobLine).join('\n');
+    // The two rules; the purge jobs have nothing to show in a demo.
+    const lines = status.jobs.filter((j) => j.dueNow !== null && j.held !== null).map(jobLine).join('\n');
     if (lines !== lastStatus) {
       console.log(`${time(new Date())}\n${lines}`);
       lastStatus = lines;
