@@ -607,8 +607,10 @@ create or replace function order_automation.process_due_batch(
 )
 language plpgsql
 set search_path = pg_catalog, pg_temp
--- A stuck lock ends the batch (and the run) instead of hanging the schedule; the next run retries.
+-- A stuck lock, or a batch that cannot finish, ends the batch (and the run) instead of hanging the
+-- schedule; the run records why and the next run retries.
 set lock_timeout = '5s'
+set statement_timeout = '45s'
 as $$
 declare
   ids text[] := order_automation.due_orders(process_due_batch.job, process_due_batch.as_of,
@@ -652,6 +654,7 @@ create or replace function order_automation.remind_due_soon(job text, as_of time
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set lock_timeout = '5s'
+set statement_timeout = '45s'
 as $$
 declare
   ahead interval := (select s.remind_before from order_automation.settings s);
@@ -729,7 +732,7 @@ begin
   processed := 0;
   begin
     perform order_automation.remind_due_soon(run_due_orders.job, run_as_of);
-  exception when others then
+  exception when others or query_canceled then
     get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
   end;
   commit;
@@ -738,7 +741,8 @@ begin
     begin
       select b.processed, b.failed into batch
         from order_automation.process_due_batch(run_due_orders.job, run_as_of, run_batch_size, run_id, skip_ids) b;
-    exception when others then
+    -- query_canceled too (a statement_timeout, a cancel request): the run records it, then re-raises.
+    exception when others or query_canceled then
       get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
     end;
     exit when err_state is not null;
