@@ -249,7 +249,8 @@ async function containerDatabase(log: (line: string) => void): Promise<Database>
   log(`image ready in ${Date.now() - buildStarted} ms; starting the pg_cron container`);
   const startStarted = Date.now();
   const container = await image
-    .withEnvironment({ POSTGRES_USER: 'postgres', POSTGRES_PASSWORD: CONTAINER_PASSWORD, POSTGRES_DB: 'postgres' })
+    // Trust, like the local throwaway cluster: tests log in as roles they create, without passwords.
+    .withEnvironment({ POSTGRES_USER: 'postgres', POSTGRES_PASSWORD: CONTAINER_PASSWORD, POSTGRES_DB: 'postgres', POSTGRES_HOST_AUTH_METHOD: 'trust' })
     .withExposedPorts(5432)
     // Not the health check: Podman without systemd never runs it. Not forListeningPorts either: it
     // execs three commands into the container every 100 ms, and on Podman each exec leaves conmon

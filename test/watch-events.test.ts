@@ -29,6 +29,11 @@ async function collect(stream: AsyncGenerator<OrderEvent>, done: (seen: OrderEve
 
 const place = (id: string) => placeOrder(db.pool, { orderId: id, userId: 'buyer1', storeId: 'store2', items: [{ bookId: 'book1', count: 1, price: 1 }] });
 
+/** Where the tests start watching: a loaded machine may connect the watcher after the first insert. */
+async function lastEventId(): Promise<number> {
+  return Number((await db.pool.query('select coalesce(max(id), 0) id from order_automation.order_event')).rows[0].id);
+}
+
 /** Terminates the watcher's connection, once it has one (it may be between two). */
 async function killWatcher(): Promise<void> {
   for (let tries = 0; tries < 100; tries++) {
@@ -42,7 +47,7 @@ async function killWatcher(): Promise<void> {
 
 describe('watchEvents', () => {
   test('new events arrive at once, woken by NOTIFY, not by polling', async () => {
-    const stream = watchEvents(db.url, { pollIntervalMs: 60_000 });
+    const stream = watchEvents(db.url, { afterId: await lastEventId(), pollIntervalMs: 60_000 });
     const started = Date.now();
     const seen = collect(stream, (s) => s.length >= 3);
     await new Promise((r) => setTimeout(r, 300));
@@ -62,7 +67,7 @@ describe('watchEvents', () => {
     const slow = new pg.Client({ connectionString: db.url });
     await slow.connect();
     try {
-      const stream = watchEvents(db.url, { pollIntervalMs: 200 });
+      const stream = watchEvents(db.url, { afterId: await lastEventId(), pollIntervalMs: 200 });
       const seen = collect(stream, (s) => s.some((e) => e.orderId === 'slow') && s.some((e) => e.orderId === 'fast'));
       await new Promise((r) => setTimeout(r, 300));
       await slow.query('begin');
@@ -82,7 +87,7 @@ describe('watchEvents', () => {
 
   test('killing its connection mid-stream loses and repeats nothing', async () => {
     const reconnects: unknown[] = [];
-    const stream = watchEvents(db.url, { pollIntervalMs: 200, reconnectDelayMs: 100, onReconnect: (e) => reconnects.push(e) });
+    const stream = watchEvents(db.url, { afterId: await lastEventId(), pollIntervalMs: 200, reconnectDelayMs: 100, onReconnect: (e) => reconnects.push(e) });
     const total = 300;
     const seen = collect(stream, (s) => s.filter((e) => e.orderId.startsWith('k')).length >= total, 30_000);
     await new Promise((r) => setTimeout(r, 300));

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Creates the cluster on first start, then runs PostgreSQL in the foreground.
-# Honours POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB like the official image;
-# extra arguments go to postgres (e.g. `-c work_mem=64MB`).
+# Honours POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB / POSTGRES_HOST_AUTH_METHOD like the
+# official image; extra arguments go to postgres (e.g. `-c work_mem=64MB`).
 set -eu
 
 : "${PGDATA:=/var/lib/postgresql/data}"
@@ -19,10 +19,10 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
     initdb -U "$POSTGRES_USER" --pwfile="$pwfile" -E UTF8 --no-locale --no-sync -D "$PGDATA"
     rm -f "$pwfile"
-    host_auth=scram-sha-256
+    host_auth="${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}"
   else
     initdb -U "$POSTGRES_USER" -E UTF8 --no-locale --no-sync -D "$PGDATA"
-    host_auth=trust
+    host_auth="${POSTGRES_HOST_AUTH_METHOD:-trust}"
   fi
 
   # Single-user mode, not a temporary server: the wait strategy counts
