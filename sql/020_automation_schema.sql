@@ -20,7 +20,7 @@ create table order_automation.settings (
   singleton boolean primary key default true,
   payment_timeout interval not null default '10 minutes',
   receipt_timeout interval not null default '60 seconds',
-  batch_size integer not null default 1000,
+  batch_size integer not null default 500,
   max_run_time interval not null default '50 seconds',
   payment_grace interval not null default '5 minutes',
   receipt_extension interval not null default '3 days',

@@ -83,9 +83,12 @@ language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  -- Once per statement, not per row: a function with a SET clause is never inlined.
+  event_cause text := order_automation.current_cause();
 begin
   insert into order_automation.order_event (order_id, from_state, to_state, cause)
-  select n.order_id, null, n.state, order_automation.current_cause() from new_orders n;
+  select n.order_id, null, n.state, event_cause from new_orders n;
   perform pg_notify('order_automation', 'order_event');
   return null;
 end $$;
@@ -106,6 +109,8 @@ declare
   credit_users text[]; credit_totals bigint[];
   restock_stores text[]; restock_books text[]; restock_counts integer[]; restock_orders text[];
   short_user text;
+  -- Once per statement, not per row: a function with a SET clause is never inlined.
+  event_cause text := order_automation.current_cause();
 begin
   -- One pass over the changed rows: count them and find an illegal change, if any.
   select count(*),
@@ -192,7 +197,7 @@ begin
   end if;
 
   insert into order_automation.order_event (order_id, from_state, to_state, cause)
-  select n.order_id, o.state, n.state, order_automation.current_cause()
+  select n.order_id, o.state, n.state, event_cause
     from old_orders o join new_orders n using (order_id)
    where o.state <> n.state;
   perform pg_notify('order_automation', 'order_event');
@@ -210,6 +215,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   bad record;
+  -- Once per statement, not per row: a function with a SET clause is never inlined.
+  event_cause text := order_automation.current_cause();
 begin
   -- Paid, shipped and received orders hold money: they are never deleted, only cancelled or kept.
   select o.order_id, o.state into bad from old_orders o where o.state in (1, 2, 3) limit 1;
@@ -219,7 +226,7 @@ begin
       hint = 'Only unpaid (0) and cancelled (4) orders can be deleted.';
   end if;
   insert into order_automation.order_event (order_id, from_state, to_state, cause)
-  select o.order_id, o.state, null, order_automation.current_cause() from old_orders o;
+  select o.order_id, o.state, null, event_cause from old_orders o;
   perform pg_notify('order_automation', 'order_event');
   return null;
 end $$;

@@ -182,7 +182,7 @@ describe('batches and runs', () => {
     expect(cancel.dueNow).toBe(2);
     expect(cancel.nextDeadline!.getTime()).toBeGreaterThan(Date.now());
     expect(cancel.schedule).toBe('* * * * *');
-    expect(status.settings.batchSize).toBe(1000);
+    expect(status.settings.batchSize).toBe(500);
     await cancelExpiredOrders(db.pool);
     expect((await getStatus(db.pool)).jobs.find((j) => j.job === 'cancel_expired_orders')!.dueNow).toBe(0);
     await db.pool.query(`update new_order set state = 4 where order_id = 'st${n}c'`);

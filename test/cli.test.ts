@@ -55,7 +55,7 @@ test.concurrent('status shows both jobs, their schedule and the settings, as a t
   expect(text.stdout).toMatch(/^job\s+confirm_shipped_orders$/m);
   expect(text.stdout).toMatch(/^schedule\s+\* \* \* \* \*$/m);
   expect(text.stdout).toMatch(/^next deadline\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in \d+ min\)$/m);
-  expect(text.stdout).toMatch(/^batch_size\s+1000$/m);
+  expect(text.stdout).toMatch(/^batch_size\s+500$/m);
 
   expect(json.code).toBe(0);
   const status = JSON.parse(json.stdout) as { database: string; jobs: { job: string; active: boolean; dueNow: number; nextDeadline: string }[]; settings: { batchSize: number } };
@@ -63,7 +63,7 @@ test.concurrent('status shows both jobs, their schedule and the settings, as a t
   expect(status.jobs.map((j) => j.job)).toEqual(['cancel_expired_orders', 'confirm_shipped_orders', 'purge_cancelled_orders', 'purge_history']);
   expect(status.jobs[0]).toMatchObject({ active: false, dueNow: 0 });
   expect(new Date(status.jobs[0]!.nextDeadline).toISOString()).toBe(status.jobs[0]!.nextDeadline);
-  expect(status.settings.batchSize).toBe(1000);
+  expect(status.settings.batchSize).toBe(500);
 });
 
 test.concurrent('run cancel with --as-of past the deadline cancels the unpaid order and prints how many', async () => {

@@ -82,6 +82,20 @@ describe('migrations', () => {
     expect(await catalog(db.pool)).toEqual(installed);
   });
 
+  test('reverting the last migration restores the previous release, and applying it again the same install', async () => {
+    const db = await emptyDatabase();
+    const previous = await emptyDatabase();
+    await migrate(previous.url, { schedule: false, count: allMigrations.length - 1 });
+    await migrate(db.url, { schedule: false });
+    const installed = await catalog(db.pool);
+    expect((await migrate(db.url, { direction: 'down', count: 1 })).migrations).toEqual([allMigrations.at(-1)]);
+    // Privileges of the first release differ by design (PUBLIC may execute): compare definitions only.
+    const definitions = (lines: string[]) => lines.map((l) => l.replace(/ acl (\{.*\})?$/, '')).filter((l) => !l.startsWith('acl '));
+    expect(definitions(await catalog(db.pool))).toEqual(definitions(await catalog(previous.pool)));
+    await migrate(db.url, { schedule: false });
+    expect(await catalog(db.pool)).toEqual(installed);
+  });
+
   test('two migrations started at once install once and both succeed', async () => {
     const db = await emptyDatabase();
     const results = await Promise.all([migrate(db.url, { schedule: false }), migrate(db.url, { schedule: false })]);

@@ -80,7 +80,7 @@ describe('roles', () => {
   test('the admin role changes settings and runs the automation', async () => {
     await updateSettings(as(admin), { batchSize: 500 });
     await expect(cancelExpiredOrders(as(admin))).resolves.toEqual({ cancelled: 0 });
-    await updateSettings(as(admin), { batchSize: 1000 });
+    await updateSettings(as(admin), { batchSize: 500 });
   });
 
   test('a role without the package\'s roles can run none of its routines', async () => {

@@ -12,7 +12,7 @@ beforeAll(async () => {
 afterAll(async () => db?.drop());
 
 const defaults = {
-  paymentTimeout: '00:10:00', receiptTimeout: '00:01:00', batchSize: 1000, maxRunTime: '00:00:50',
+  paymentTimeout: '00:10:00', receiptTimeout: '00:01:00', batchSize: 500, maxRunTime: '00:00:50',
   paymentGrace: '00:05:00', receiptExtension: '3 days', remindBefore: null, purgeCancelledAfter: null, historyRetention: '30 days',
 };
 
@@ -22,9 +22,9 @@ describe('settings', () => {
   });
 
   test('changed settings are read back, and untouched ones stay', async () => {
-    expect(await updateSettings(db.pool, { paymentTimeout: '15 minutes', batchSize: 500 }))
-      .toEqual({ ...defaults, paymentTimeout: '00:15:00', batchSize: 500 });
-    expect(await updateSettings(db.pool, { paymentTimeout: '10 minutes', batchSize: 1000 })).toEqual(defaults);
+    expect(await updateSettings(db.pool, { paymentTimeout: '15 minutes', batchSize: 250 }))
+      .toEqual({ ...defaults, paymentTimeout: '00:15:00', batchSize: 250 });
+    expect(await updateSettings(db.pool, { paymentTimeout: '10 minutes', batchSize: 500 })).toEqual(defaults);
   });
 
   test.each([

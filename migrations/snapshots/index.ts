@@ -12,5 +12,5 @@ export function snapshot(name: string, files?: (file: string) => boolean): strin
   }).join('');
 }
 
-/** Routine files (create or replace) as opposed to the 0xx table files, which are applied once. */
-export const isRoutineFile = (file: string): boolean => !file.startsWith('0');
+/** Routine files (create or replace), as opposed to the table files numbered below 050, applied once. */
+export const isRoutineFile = (file: string): boolean => !/^0[0-4]/.test(file);
