@@ -76,6 +76,8 @@ export async function up(pgm: MigrationBuilder): Promise<void> {
 export async function down(pgm: MigrationBuilder): Promise<void> {
   pgm.sql(`
     select order_automation.unschedule_jobs();
+    drop trigger _100_keep_one_row on order_automation.settings;
+    drop function order_automation.tg_settings__keep_one_row();
     delete from order_automation.job where job in ('purge_cancelled_orders', 'purge_history');
     drop procedure order_automation.purge_cancelled_orders(timestamptz, integer, bigint);
     drop procedure order_automation.purge_history(bigint);

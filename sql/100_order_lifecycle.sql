@@ -14,6 +14,8 @@ create or replace function order_automation.tg_new_order__before_insert() return
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 begin
   if new.state <> 0 then
@@ -52,6 +54,8 @@ create or replace function order_automation.tg_new_order__stamp() returns trigge
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 begin
   case new.state
@@ -139,9 +143,12 @@ begin
             from (select case when n.state = 1 then 'debit' else 'credit' end as kind,
                          case when n.state = 3 then us.user_id else n.user_id end as user_id,
                          d.count::bigint * d.price as total
-                    from old_orders o
-                    join new_orders n using (order_id)
-                    join public.new_order_detail d on d.order_id = n.order_id
+                    from new_orders n
+                    join old_orders o using (order_id)
+                    -- One primary-key probe per changed order, whatever the statistics of the lines
+                    -- say (after a purge they may say "empty": driven from them, this turns quadratic).
+                    cross join lateral (select d.count, d.price from public.new_order_detail d
+                                         where d.order_id = n.order_id offset 0) d
                     left join public.user_store us on n.state = 3 and us.store_id = n.store_id
                    where (o.state = 0 and n.state = 1)     -- paid: the buyer pays into the order
                       or (o.state = 1 and n.state = 4)     -- cancelled after payment: refund
@@ -187,9 +194,10 @@ begin
   select array_agg(r.store_id), array_agg(r.book_id), array_agg(r.n), array_agg(r.order_id)
     into restock_stores, restock_books, restock_counts, restock_orders
     from (select n.store_id, d.book_id, sum(d.count)::integer as n, min(n.order_id) as order_id
-            from old_orders o
-            join new_orders n using (order_id)
-            join public.new_order_detail d on d.order_id = n.order_id
+            from new_orders n
+            join old_orders o using (order_id)
+            cross join lateral (select d.book_id, d.count from public.new_order_detail d
+                                 where d.order_id = n.order_id offset 0) d
            where o.state in (0, 1) and n.state = 4
            group by n.store_id, d.book_id) r;
   if restock_stores is not null then

@@ -36,6 +36,8 @@ returns public.new_order
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 declare
   o public.new_order := order_automation.lock_order(payment_started.order_id);
@@ -64,6 +66,8 @@ returns public.new_order
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 declare
   o public.new_order := order_automation.lock_order(extend_receipt.order_id);
@@ -119,6 +123,8 @@ create or replace function order_automation.release(order_id text) returns publi
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 declare
   o public.new_order := order_automation.lock_order(release.order_id);

@@ -5,6 +5,8 @@ create or replace function order_automation.due_orders(job text, as_of timestamp
 returns text[]
 language plpgsql
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 declare
   ids text[];
@@ -76,10 +78,9 @@ create or replace function order_automation.process_due_batch(
 )
 language plpgsql
 set search_path = pg_catalog, pg_temp
--- A stuck lock, or a batch that cannot finish, ends the batch (and the run) instead of hanging the
--- schedule; the run records why and the next run retries.
+-- A stuck lock ends the batch (and the run) instead of hanging the schedule; the run records why
+-- and the next run retries. (No statement_timeout here: PostgreSQL arms it per top-level statement.)
 set lock_timeout = '5s'
-set statement_timeout = '45s'
 as $$
 declare
   ids text[] := order_automation.due_orders(process_due_batch.job, process_due_batch.as_of,
@@ -103,6 +104,24 @@ begin
 
   -- One order broke the batch (an app's own trigger raising for it, say): take the batch again
   -- order by order, so only the bad ones are skipped and recorded, and every other one is processed.
+  -- Order by order, each order's bookkeeping would lock its shelves or its seller's balance in the
+  -- batch's order, not in the sorted order every set-based writer (another runner's batch) uses:
+  -- the two would deadlock. So first lock, sorted, every row the batch's bookkeeping can touch; the
+  -- locks are kept until the batch commits, whatever order the orders then come in.
+  if process_due_batch.job = 'confirm_shipped_orders' then
+    perform 1 from public."user" u
+     where u.user_id in (select us.user_id from public.new_order o join public.user_store us on us.store_id = o.store_id
+                          where o.order_id = any (ids))
+     order by u.user_id
+       for no key update;
+  elsif process_due_batch.job = 'cancel_expired_orders' then
+    perform 1 from public.store s
+     where (s.store_id, s.book_id) in (select o.store_id, d.book_id from public.new_order o
+                                         join public.new_order_detail d on d.order_id = o.order_id
+                                        where o.order_id = any (ids))
+     order by s.store_id, s.book_id
+       for no key update of s;
+  end if;
   foreach one in array ids loop
     begin
       processed := processed + order_automation.process_orders(process_due_batch.job, array[one]);
@@ -122,8 +141,9 @@ comment on function order_automation.process_due_batch(text, timestamptz, intege
 create or replace function order_automation.remind_due_soon(job text, as_of timestamptz) returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 set lock_timeout = '5s'
-set statement_timeout = '45s'
 as $$
 declare
   ahead interval := (select s.remind_before from order_automation.settings s);
@@ -163,7 +183,12 @@ comment on function order_automation.remind_due_soon(text, timestamptz) is
   'Writes, once per order, a payment_due_soon / receipt_due_soon event for orders whose deadline is within remind_before of as_of (not held, not yet due)';
 
 -- The driver commits after every batch, and a procedure with a SET clause cannot COMMIT: so it has
--- none, and every name in it is schema-qualified. The batch function it calls pins search_path.
+-- none. Everything in it is therefore written so that the caller's search_path cannot reach it:
+-- functions and operators schema-qualified (OPERATOR(pg_catalog.x); BETWEEN and IN expand to
+-- unqualified operators, so they are not used), types either SQL keywords (bigint, integer,
+-- interval, boolean) or qualified (pg_catalog.text, pg_catalog.timestamptz), no record variable.
+-- It cannot SET lock_timeout either: it sets it at the start of each of its transactions, so a lock
+-- held forever on one of the package's tables ends the run instead of hanging the schedule.
 create or replace procedure order_automation.run_due_orders(
   job text, as_of timestamptz, batch_size integer, inout processed bigint
 )
@@ -171,21 +196,24 @@ language plpgsql
 as $$
 declare
   run_id bigint;
-  run_as_of timestamptz := coalesce(run_due_orders.as_of, pg_catalog.now());
+  run_as_of pg_catalog.timestamptz := coalesce(run_due_orders.as_of, pg_catalog.now());
   run_batch_size integer;
   budget interval;
-  started timestamptz := pg_catalog.clock_timestamp();
-  skip_ids text[] := '{}'::text[];
-  batch record;
+  started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
+  skip_ids pg_catalog.text[] := '{}'::pg_catalog.text[];
+  batch_processed bigint;
+  batch_failed pg_catalog.text[];
   failed_count bigint := 0;
-  err_state text;
-  err_message text;
+  err_state pg_catalog.text;
+  err_message pg_catalog.text;
 begin
+  perform pg_catalog.set_config('lock_timeout', '5s', true);
   if run_due_orders.job is null
-     or run_due_orders.job not in ('cancel_expired_orders', 'confirm_shipped_orders', 'purge_cancelled_orders') then
+     or not run_due_orders.job operator(pg_catalog.=) any
+            ('{cancel_expired_orders,confirm_shipped_orders,purge_cancelled_orders}'::pg_catalog.text[]) then
     raise exception using errcode = 'OA006', message = pg_catalog.format('unknown job %L', run_due_orders.job);
   end if;
-  if run_due_orders.batch_size is not null and run_due_orders.batch_size not between 1 and 1000000 then
+  if run_due_orders.batch_size operator(pg_catalog.<) 1 or run_due_orders.batch_size operator(pg_catalog.>) 1000000 then
     raise exception using errcode = 'OA006',
       message = pg_catalog.format('batch_size must be between 1 and 1000000, not %s', run_due_orders.batch_size);
   end if;
@@ -198,6 +226,7 @@ begin
   returning id into run_id;
   commit;
 
+  perform pg_catalog.set_config('lock_timeout', '5s', true);
   processed := 0;
   begin
     perform order_automation.remind_due_soon(run_due_orders.job, run_as_of);
@@ -207,31 +236,33 @@ begin
   commit;
   loop
     exit when err_state is not null;
+    perform pg_catalog.set_config('lock_timeout', '5s', true);
     begin
-      select b.processed, b.failed into batch
+      select b.processed, b.failed into batch_processed, batch_failed
         from order_automation.process_due_batch(run_due_orders.job, run_as_of, run_batch_size, run_id, skip_ids) b;
-    -- query_canceled too (a statement_timeout, a cancel request): the run records it, then re-raises.
+    -- query_canceled too (a cancel request, a caller's statement_timeout): the run records it, then re-raises.
     exception when others or query_canceled then
       get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
     end;
     exit when err_state is not null;
-    processed := processed + batch.processed;
-    failed_count := failed_count + pg_catalog.cardinality(batch.failed);
-    skip_ids := skip_ids operator(pg_catalog.||) batch.failed;
+    processed := processed operator(pg_catalog.+) batch_processed;
+    failed_count := failed_count operator(pg_catalog.+) pg_catalog.cardinality(batch_failed);
+    skip_ids := skip_ids operator(pg_catalog.||) batch_failed;
     update order_automation.run r
        set processed = run_due_orders.processed, failed = failed_count
-     where r.id = run_id;
+     where r.id operator(pg_catalog.=) run_id;
     commit;
     -- A short batch means nothing else is due (or it is locked by another run, which will do it).
-    exit when batch.processed + pg_catalog.cardinality(batch.failed) < run_batch_size;
-    exit when pg_catalog.clock_timestamp() - started >= budget;
+    exit when batch_processed operator(pg_catalog.+) pg_catalog.cardinality(batch_failed) operator(pg_catalog.<) run_batch_size;
+    exit when pg_catalog.clock_timestamp() operator(pg_catalog.-) started operator(pg_catalog.>=) budget;
   end loop;
 
+  perform pg_catalog.set_config('lock_timeout', '5s', true);
   update order_automation.run r
      set finished_at = pg_catalog.clock_timestamp(), processed = run_due_orders.processed,
          failed = failed_count,
          error = case when err_state is not null then pg_catalog.format('%s (SQLSTATE %s)', err_message, err_state) end
-   where r.id = run_id;
+   where r.id operator(pg_catalog.=) run_id;
   commit;
   if err_state is not null then
     raise exception using errcode = err_state, message = err_message;
@@ -250,6 +281,7 @@ declare
 begin
   call order_automation.run_due_orders('cancel_expired_orders', cancel_expired_orders.as_of,
                                        cancel_expired_orders.batch_size, cancelled);
+  perform pg_catalog.set_config('lock_timeout', '5s', true);
   -- purge_cancelled_after = 0 is the reference behaviour: cancelled orders are deleted at once.
   if (select s.purge_cancelled_after from order_automation.settings s) operator(pg_catalog.=) interval '0' then
     call order_automation.purge_cancelled_orders(cancel_expired_orders.as_of, cancel_expired_orders.batch_size, purged);
@@ -276,6 +308,7 @@ create or replace procedure order_automation.purge_cancelled_orders(
 language plpgsql
 as $$
 begin
+  perform pg_catalog.set_config('lock_timeout', '5s', true);
   if (select s.purge_cancelled_after from order_automation.settings s) is null then
     purged := 0;  -- NULL: keep cancelled orders
     return;

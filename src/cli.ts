@@ -71,7 +71,8 @@ const commands: Record<string, Command> = {
   --no-schedule   install without pg_cron jobs (same as ORDER_AUTOMATION_SCHEDULE=off); you then run
                   the automation yourself, e.g. with order-automation run cancel`,
     options: ['down', 'no-schedule'],
-    async run({ url, values, log }) {
+    async run({ url, args, values, log }) {
+      noMore(args);  // "migrate down" is not --down: refuse it rather than migrate up
       const down = values.down === true;
       const result = await migrate(url, { direction: down ? 'down' : 'up', schedule: values['no-schedule'] !== true && scheduleFromEnv(), log });
       const lines = result.migrations.map((name) => `${down ? 'reverted' : 'applied'} ${name}`);
@@ -105,7 +106,7 @@ run purge-history deletes the run log older than history_retention. Prints how m
     options: ['as-of', 'batch-size'],
     async run({ url, args, values }) {
       const [which, ...extra] = args;
-      if (which === undefined || !(which in jobAliases)) {
+      if (which === undefined || !Object.hasOwn(jobAliases, which)) {
         throw new UsageError(`run takes ${Object.keys(jobAliases).join(', ')}${which === undefined ? '' : `, not "${which}"`}`);
       }
       noMore(extra);
@@ -230,7 +231,7 @@ e.g. order-automation schedule set cancel '*/5 * * * *'. An invalid schedule is 
       if (action !== 'set' && action !== 'pause' && action !== 'resume') {
         throw new UsageError(`schedule takes set, pause or resume${action === undefined ? '' : `, not "${action}"`}`);
       }
-      const job = name === undefined ? undefined : jobAliases[name] ?? jobNames.find((j) => j === name);
+      const job = name === undefined ? undefined : (Object.hasOwn(jobAliases, name) ? jobAliases[name] : undefined) ?? jobNames.find((j) => j === name);
       if (job === undefined) throw new UsageError(`schedule ${action} needs a job: ${Object.keys(jobAliases).join(', ')}`);
       if (action === 'set') {
         const [cron, ...extra] = rest;
@@ -357,8 +358,12 @@ function wholeNumber(flag: string, text: string | boolean | undefined): number |
 }
 
 function timestamp(flag: string, text: string): Date {
-  const at = /^\d{4}-\d\d-\d\d/.test(text) ? new Date(text) : new Date(Number.NaN);
-  if (Number.isNaN(at.getTime())) {
+  const ymd = /^(\d{4})-(\d\d)-(\d\d)/.exec(text);
+  const at = ymd ? new Date(text) : new Date(Number.NaN);
+  // JavaScript reads 2030-02-30 as March 2; PostgreSQL refuses it, and so do we.
+  const day = Number(ymd?.[3]), month = Number(ymd?.[2]);
+  const daysInMonth = ymd ? new Date(Date.UTC(Number(ymd[1]), month, 0)).getUTCDate() : 0;
+  if (Number.isNaN(at.getTime()) || month < 1 || month > 12 || day < 1 || day > daysInMonth) {
     throw new UsageError(`${flag} must be an ISO 8601 time such as 2030-01-01T12:00:00Z, not "${text}"`);
   }
   return at;
@@ -367,7 +372,7 @@ function timestamp(flag: string, text: string): Date {
 function settingChanges(pairs: string[]): Partial<Settings> {
   const changes: Partial<Record<keyof Settings, string | number | null>> = {};
   for (const [name, value] of pairs.map(splitPair)) {
-    const key = settingKeys[name];
+    const key = Object.hasOwn(settingKeys, name) ? settingKeys[name] : undefined;
     if (!key) throw new UsageError(`unknown setting "${name}"; the settings are ${Object.values(settingNames).join(', ')}`);
     if (key in changes) throw new UsageError(`${name} is given twice`);
     if (key === 'batchSize' && !/^[+-]?\d+$/.test(value)) {
@@ -390,6 +395,15 @@ function isOff(value: string): boolean {
 
 function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+/**
+ * A message on one line whatever it echoes: a line break or a control character in an argument
+ * (or in PostgreSQL's echo of a value) is shown escaped, so it cannot split the paragraph or drive
+ * the terminal (ANSI escapes).
+ */
+function oneLine(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => (c === '\n' ? '\\n' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
 }
 
 function sentence(text: string): string {
@@ -460,7 +474,8 @@ export async function main(argv: string[], io: Io = process): Promise<number> {
   try {
     const { values, positionals, tokens } = parseArgs({ args: argv, options, allowPositionals: true, strict: false, tokens: true });
     const [name, ...args] = positionals;
-    const command = name === undefined ? undefined : commands[name];
+    // Own properties only: "__proto__", "constructor" or "toString" is no command.
+    const command = name !== undefined && Object.hasOwn(commands, name) ? commands[name] : undefined;
     if (name !== undefined && !command) throw new UsageError(`unknown command "${name}"; the commands are ${Object.keys(commands).join(', ')}`);
     // Checked here rather than by strict parsing, for messages that say what is wrong with which option.
     for (const token of tokens) {
@@ -492,7 +507,7 @@ export async function main(argv: string[], io: Io = process): Promise<number> {
     return 0;
   } catch (error) {
     if (error instanceof UsageError) {
-      fail(`order-automation: ${sentence(error.message)}\nRun order-automation --help for usage.`);
+      fail(`order-automation: ${oneLine(sentence(error.message))}\nRun order-automation --help for usage.`);
       return 2;
     }
     if (error instanceof OrderAutomationError || error instanceof pg.DatabaseError) {
@@ -501,7 +516,7 @@ export async function main(argv: string[], io: Io = process): Promise<number> {
         ?? (error instanceof DatabaseUnreachableError ? `Check the server and the database URL (${urlSource(argv)}).` : undefined)
         ?? (error instanceof pg.DatabaseError && ['3F000', '42P01', '42883'].includes(error.code ?? '')
           ? 'Is order-automation installed in this database? Install it with order-automation migrate.' : undefined);
-      fail(`order-automation: ${sentence(error.message)}${hint ? ` ${sentence(hint)}` : ''}`);
+      fail(`order-automation: ${oneLine(sentence(error.message))}${hint ? ` ${oneLine(sentence(hint))}` : ''}`);
       return 1;
     }
     fail(`order-automation: unexpected error\n${error instanceof Error ? error.stack : String(error)}`);

@@ -26,7 +26,7 @@ function parseField(text: string, { min, max }: { min: number; max: number }): S
 
 /** The next minute after `from` at which `schedule` fires, or null when it is not five-field cron syntax. */
 export function nextFireTime(schedule: string, from: Date = new Date()): Date | null {
-  const parts = (named[schedule.trim()] ?? schedule).trim().split(/\s+/);
+  const parts = ((Object.hasOwn(named, schedule.trim()) ? named[schedule.trim()] : undefined) ?? schedule).trim().split(/\s+/);
   if (parts.length !== 5) return null;
   const sets = parts.map((p, i) => parseField(p, fields[i]!));
   if (sets.some((s) => s === undefined)) return null;

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { runner } from 'node-pg-migrate';
 import { type Db, sameServer, withClient } from './db.js';
-import { PgCronUnavailableError, toOrderAutomationError } from './errors.js';
+import { OrderAutomationError, PgCronUnavailableError, toOrderAutomationError } from './errors.js';
 
 export const migrationsDir = fileURLToPath(new URL('../migrations', import.meta.url));
 export const migrationsTable = 'order_automation_migrations';
@@ -92,6 +92,19 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
       }
     } else if (external) {
       await checkCronDatabase(db, place);
+    }
+
+    // node-pg-migrate keeps its table in schema public, where other roles may be allowed to create
+    // objects: one planted there before the first install (a trigger on it, or rows saying the
+    // migrations ran) would run its code as the installer or skip the install. Only ours is used.
+    const planted = await client.query<{ owner: string }>(`
+      select pg_catalog.pg_get_userbyid(c.relowner) as owner from pg_catalog.pg_class c
+       where c.oid operator(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.format('public.%I', $1::pg_catalog.text))
+         and c.relowner operator(pg_catalog.<>) (select r.oid from pg_catalog.pg_roles r where r.rolname operator(pg_catalog.=) current_user)
+         and not (select r.rolsuper from pg_catalog.pg_roles r where r.oid operator(pg_catalog.=) c.relowner)`, [migrationsTable]);
+    if (planted.rows.length > 0) {
+      throw new OrderAutomationError(`public.${migrationsTable} belongs to role "${planted.rows[0]!.owner}", not to the role installing `
+        + 'order-automation: another role may have planted it to run its code as you. Check it, drop it (or make it yours), and migrate again.');
     }
 
     await client.query(`select set_config('order_automation.schedule', $1, false)`,

@@ -2,6 +2,8 @@
 // pg_cron's own database when the jobs were scheduled from there.
 import pg from 'pg';
 import { type Db, sameServer, withClient } from './db.js';
+import { nextFireTime } from './cron.js';
+import { InvalidArgumentError } from './errors.js';
 import type { JobName } from './types.js';
 
 export interface ScheduleChange {
@@ -13,6 +15,12 @@ export interface ScheduleChange {
 
 /** Changes a job's schedule and/or pauses or resumes it, all or nothing. */
 export async function setSchedule(db: Db, job: JobName, change: ScheduleChange): Promise<void> {
+  // pg_cron judges a schedule only where it lives and only for a scheduled job: judge it here too,
+  // or a schedule it would refuse is stored now and breaks the next migrate.
+  if (change.schedule !== undefined && nextFireTime(change.schedule) === null) {
+    throw new InvalidArgumentError(`"${change.schedule}" is not a cron schedule pg_cron accepts (five fields: minute hour day month weekday, e.g. "*/5 * * * *")`,
+      { sqlstate: 'OA006' });
+  }
   await withClient(db, async (client) => {
     await client.query('begin');
     try {

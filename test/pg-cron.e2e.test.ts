@@ -86,7 +86,7 @@ describe('pg_cron runs the automation on its own', () => {
       const resumed = (await getStatus(shop!.pool)).jobs.find((j) => j.job === 'cancel_expired_orders')!;
       expect(resumed.active).toBe(true);
       expect(resumed.nextRunAt!.getUTCMinutes() % 7).toBe(0);
-      await expect(setSchedule(shop!.pool, 'cancel_expired_orders', { schedule: 'every so often' })).rejects.toThrow(/invalid schedule/);
+      await expect(setSchedule(shop!.pool, 'cancel_expired_orders', { schedule: 'every so often' })).rejects.toThrow(/not a cron schedule pg_cron accepts/);
       expect(await cronJob()).toEqual({ schedule: '*/7 * * * *', active: true });
       expect((await shop!.pool.query(`select schedule from order_automation.job where job = 'cancel_expired_orders'`)).rows[0].schedule).toBe('*/7 * * * *');
       expect(runs.rows.every((r) => r.status === 'succeeded')).toBe(true);

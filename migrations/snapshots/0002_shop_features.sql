@@ -1,5 +1,25 @@
 -- Frozen by scripts/snapshot.ts from sql/: applied by migrations/0002_shop_features.ts. Never edit.
 
+-- >>> 060_settings_guard.sql
+-- The settings table keeps its one row: a DELETE or TRUNCATE would leave new orders without a deadline
+-- and every run failing, so both are refused (the row's values are changed with UPDATE).
+
+create or replace function order_automation.tg_settings__keep_one_row() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  -- Without its row every new order would get no deadline, and every run would fail.
+  raise exception using errcode = 'OA006',
+    message = 'order_automation.settings has exactly one row: change its values, never delete it',
+    hint = 'UPDATE order_automation.settings SET <setting> = <value>, or: order-automation settings set <name>=<value>';
+end $$;
+comment on function order_automation.tg_settings__keep_one_row() is
+  'Refuses DELETE and TRUNCATE of the one settings row';
+
+create or replace trigger _100_keep_one_row before delete or truncate on order_automation.settings
+for each statement execute function order_automation.tg_settings__keep_one_row();
+
 -- >>> 090_stock.sql
 -- Moving books on and off the shelf (store.stock_level), set-based, for every writer of orders:
 -- placing lines reserves, cancelling restores. Never leaves stock negative, never deadlocks.
@@ -73,6 +93,8 @@ create or replace function order_automation.tg_new_order__before_insert() return
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 begin
   if new.state <> 0 then
@@ -111,6 +133,8 @@ create or replace function order_automation.tg_new_order__stamp() returns trigge
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 begin
   case new.state
@@ -198,9 +222,12 @@ begin
             from (select case when n.state = 1 then 'debit' else 'credit' end as kind,
                          case when n.state = 3 then us.user_id else n.user_id end as user_id,
                          d.count::bigint * d.price as total
-                    from old_orders o
-                    join new_orders n using (order_id)
-                    join public.new_order_detail d on d.order_id = n.order_id
+                    from new_orders n
+                    join old_orders o using (order_id)
+                    -- One primary-key probe per changed order, whatever the statistics of the lines
+                    -- say (after a purge they may say "empty": driven from them, this turns quadratic).
+                    cross join lateral (select d.count, d.price from public.new_order_detail d
+                                         where d.order_id = n.order_id offset 0) d
                     left join public.user_store us on n.state = 3 and us.store_id = n.store_id
                    where (o.state = 0 and n.state = 1)     -- paid: the buyer pays into the order
                       or (o.state = 1 and n.state = 4)     -- cancelled after payment: refund
@@ -246,9 +273,10 @@ begin
   select array_agg(r.store_id), array_agg(r.book_id), array_agg(r.n), array_agg(r.order_id)
     into restock_stores, restock_books, restock_counts, restock_orders
     from (select n.store_id, d.book_id, sum(d.count)::integer as n, min(n.order_id) as order_id
-            from old_orders o
-            join new_orders n using (order_id)
-            join public.new_order_detail d on d.order_id = n.order_id
+            from new_orders n
+            join old_orders o using (order_id)
+            cross join lateral (select d.book_id, d.count from public.new_order_detail d
+                                 where d.order_id = n.order_id offset 0) d
            where o.state in (0, 1) and n.state = 4
            group by n.store_id, d.book_id) r;
   if restock_stores is not null then
@@ -487,6 +515,8 @@ returns public.new_order
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 declare
   o public.new_order := order_automation.lock_order(payment_started.order_id);
@@ -515,6 +545,8 @@ returns public.new_order
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 declare
   o public.new_order := order_automation.lock_order(extend_receipt.order_id);
@@ -570,6 +602,8 @@ create or replace function order_automation.release(order_id text) returns publi
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 declare
   o public.new_order := order_automation.lock_order(release.order_id);
@@ -599,6 +633,8 @@ create or replace function order_automation.due_orders(job text, as_of timestamp
 returns text[]
 language plpgsql
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 as $$
 declare
   ids text[];
@@ -670,10 +706,9 @@ create or replace function order_automation.process_due_batch(
 )
 language plpgsql
 set search_path = pg_catalog, pg_temp
--- A stuck lock, or a batch that cannot finish, ends the batch (and the run) instead of hanging the
--- schedule; the run records why and the next run retries.
+-- A stuck lock ends the batch (and the run) instead of hanging the schedule; the run records why
+-- and the next run retries. (No statement_timeout here: PostgreSQL arms it per top-level statement.)
 set lock_timeout = '5s'
-set statement_timeout = '45s'
 as $$
 declare
   ids text[] := order_automation.due_orders(process_due_batch.job, process_due_batch.as_of,
@@ -697,6 +732,24 @@ begin
 
   -- One order broke the batch (an app's own trigger raising for it, say): take the batch again
   -- order by order, so only the bad ones are skipped and recorded, and every other one is processed.
+  -- Order by order, each order's bookkeeping would lock its shelves or its seller's balance in the
+  -- batch's order, not in the sorted order every set-based writer (another runner's batch) uses:
+  -- the two would deadlock. So first lock, sorted, every row the batch's bookkeeping can touch; the
+  -- locks are kept until the batch commits, whatever order the orders then come in.
+  if process_due_batch.job = 'confirm_shipped_orders' then
+    perform 1 from public."user" u
+     where u.user_id in (select us.user_id from public.new_order o join public.user_store us on us.store_id = o.store_id
+                          where o.order_id = any (ids))
+     order by u.user_id
+       for no key update;
+  elsif process_due_batch.job = 'cancel_expired_orders' then
+    perform 1 from public.store s
+     where (s.store_id, s.book_id) in (select o.store_id, d.book_id from public.new_order o
+                                         join public.new_order_detail d on d.order_id = o.order_id
+                                        where o.order_id = any (ids))
+     order by s.store_id, s.book_id
+       for no key update of s;
+  end if;
   foreach one in array ids loop
     begin
       processed := processed + order_automation.process_orders(process_due_batch.job, array[one]);
@@ -716,8 +769,9 @@ comment on function order_automation.process_due_batch(text, timestamptz, intege
 create or replace function order_automation.remind_due_soon(job text, as_of timestamptz) returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
 set lock_timeout = '5s'
-set statement_timeout = '45s'
 as $$
 declare
   ahead interval := (select s.remind_before from order_automation.settings s);
@@ -757,7 +811,12 @@ comment on function order_automation.remind_due_soon(text, timestamptz) is
   'Writes, once per order, a payment_due_soon / receipt_due_soon event for orders whose deadline is within remind_before of as_of (not held, not yet due)';
 
 -- The driver commits after every batch, and a procedure with a SET clause cannot COMMIT: so it has
--- none, and every name in it is schema-qualified. The batch function it calls pins search_path.
+-- none. Everything in it is therefore written so that the caller's search_path cannot reach it:
+-- functions and operators schema-qualified (OPERATOR(pg_catalog.x); BETWEEN and IN expand to
+-- unqualified operators, so they are not used), types either SQL keywords (bigint, integer,
+-- interval, boolean) or qualified (pg_catalog.text, pg_catalog.timestamptz), no record variable.
+-- It cannot SET lock_timeout either: it sets it at the start of each of its transactions, so a lock
+-- held forever on one of the package's tables ends the run instead of hanging the schedule.
 create or replace procedure order_automation.run_due_orders(
   job text, as_of timestamptz, batch_size integer, inout processed bigint
 )
@@ -765,21 +824,24 @@ language plpgsql
 as $$
 declare
   run_id bigint;
-  run_as_of timestamptz := coalesce(run_due_orders.as_of, pg_catalog.now());
+  run_as_of pg_catalog.timestamptz := coalesce(run_due_orders.as_of, pg_catalog.now());
   run_batch_size integer;
   budget interval;
-  started timestamptz := pg_catalog.clock_timestamp();
-  skip_ids text[] := '{}'::text[];
-  batch record;
+  started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
+  skip_ids pg_catalog.text[] := '{}'::pg_catalog.text[];
+  batch_processed bigint;
+  batch_failed pg_catalog.text[];
   failed_count bigint := 0;
-  err_state text;
-  err_message text;
+  err_state pg_catalog.text;
+  err_message pg_catalog.text;
 begin
+  perform pg_catalog.set_config('lock_timeout', '5s', true);
   if run_due_orders.job is null
-     or run_due_orders.job not in ('cancel_expired_orders', 'confirm_shipped_orders', 'purge_cancelled_orders') then
+     or not run_due_orders.job operator(pg_catalog.=) any
+            ('{cancel_expired_orders,confirm_shipped_orders,purge_cancelled_orders}'::pg_catalog.text[]) then
     raise exception using errcode = 'OA006', message = pg_catalog.format('unknown job %L', run_due_orders.job);
   end if;
-  if run_due_orders.batch_size is not null and run_due_orders.batch_size not between 1 and 1000000 then
+  if run_due_orders.batch_size operator(pg_catalog.<) 1 or run_due_orders.batch_size operator(pg_catalog.>) 1000000 then
     raise exception using errcode = 'OA006',
       message = pg_catalog.format('batch_size must be between 1 and 1000000, not %s', run_due_orders.batch_size);
   end if;
@@ -792,6 +854,7 @@ begin
   returning id into run_id;
   commit;
 
+  perform pg_catalog.set_config('lock_timeout', '5s', true);
   processed := 0;
   begin
     perform order_automation.remind_due_soon(run_due_orders.job, run_as_of);
@@ -801,31 +864,33 @@ begin
   commit;
   loop
     exit when err_state is not null;
+    perform pg_catalog.set_config('lock_timeout', '5s', true);
     begin
-      select b.processed, b.failed into batch
+      select b.processed, b.failed into batch_processed, batch_failed
         from order_automation.process_due_batch(run_due_orders.job, run_as_of, run_batch_size, run_id, skip_ids) b;
-    -- query_canceled too (a statement_timeout, a cancel request): the run records it, then re-raises.
+    -- query_canceled too (a cancel request, a caller's statement_timeout): the run records it, then re-raises.
     exception when others or query_canceled then
       get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
     end;
     exit when err_state is not null;
-    processed := processed + batch.processed;
-    failed_count := failed_count + pg_catalog.cardinality(batch.failed);
-    skip_ids := skip_ids operator(pg_catalog.||) batch.failed;
+    processed := processed operator(pg_catalog.+) batch_processed;
+    failed_count := failed_count operator(pg_catalog.+) pg_catalog.cardinality(batch_failed);
+    skip_ids := skip_ids operator(pg_catalog.||) batch_failed;
     update order_automation.run r
        set processed = run_due_orders.processed, failed = failed_count
-     where r.id = run_id;
+     where r.id operator(pg_catalog.=) run_id;
     commit;
     -- A short batch means nothing else is due (or it is locked by another run, which will do it).
-    exit when batch.processed + pg_catalog.cardinality(batch.failed) < run_batch_size;
-    exit when pg_catalog.clock_timestamp() - started >= budget;
+    exit when batch_processed operator(pg_catalog.+) pg_catalog.cardinality(batch_failed) operator(pg_catalog.<) run_batch_size;
+    exit when pg_catalog.clock_timestamp() operator(pg_catalog.-) started operator(pg_catalog.>=) budget;
   end loop;
 
+  perform pg_catalog.set_config('lock_timeout', '5s', true);
   update order_automation.run r
      set finished_at = pg_catalog.clock_timestamp(), processed = run_due_orders.processed,
          failed = failed_count,
          error = case when err_state is not null then pg_catalog.format('%s (SQLSTATE %s)', err_message, err_state) end
-   where r.id = run_id;
+   where r.id operator(pg_catalog.=) run_id;
   commit;
   if err_state is not null then
     raise exception using errcode = err_state, message = err_message;
@@ -844,6 +909,7 @@ declare
 begin
   call order_automation.run_due_orders('cancel_expired_orders', cancel_expired_orders.as_of,
                                        cancel_expired_orders.batch_size, cancelled);
+  perform pg_catalog.set_config('lock_timeout', '5s', true);
   -- purge_cancelled_after = 0 is the reference behaviour: cancelled orders are deleted at once.
   if (select s.purge_cancelled_after from order_automation.settings s) operator(pg_catalog.=) interval '0' then
     call order_automation.purge_cancelled_orders(cancel_expired_orders.as_of, cancel_expired_orders.batch_size, purged);
@@ -870,6 +936,7 @@ create or replace procedure order_automation.purge_cancelled_orders(
 language plpgsql
 as $$
 begin
+  perform pg_catalog.set_config('lock_timeout', '5s', true);
   if (select s.purge_cancelled_after from order_automation.settings s) is null then
     purged := 0;  -- NULL: keep cancelled orders
     return;
