@@ -32,6 +32,17 @@ export async function withClient<T>(db: Db, work: (client: pg.ClientBase) => Pro
   }
 }
 
+/** Runs `work` on a connection of its own to another database of `db`'s server (pg_cron's, say). */
+export async function withDatabase<T>(db: Db, database: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client(sameServer(db, database));
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 /** One query on `db`, errors mapped to the package's typed errors. */
 export async function query<R extends pg.QueryResultRow>(db: Db, text: string, values: unknown[] = []): Promise<R[]> {
   return withClient(db, async (client) => (await client.query<R>(text, values)).rows);

@@ -3,7 +3,7 @@
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { runner } from 'node-pg-migrate';
-import { type Db, sameServer, withClient } from './db.js';
+import { type Db, withClient, withDatabase } from './db.js';
 import { OrderAutomationError, PgCronUnavailableError, toOrderAutomationError } from './errors.js';
 
 export const migrationsDir = fileURLToPath(new URL('../migrations', import.meta.url));
@@ -42,12 +42,10 @@ async function cronPlace(client: pg.ClientBase): Promise<CronPlace> {
 async function checkCronDatabase(db: Db, place: CronPlace): Promise<void> {
   const cronDb = place.cronDatabase!;
   const advice = `pg_cron runs in database "${cronDb}" (cron.database_name), not in "${place.current}": the jobs are scheduled from there with cron.schedule_in_database`;
-  const client = new pg.Client(sameServer(db, cronDb));
   try {
-    await client.connect();
-    const { rows } = await client.query<{ installed: boolean; allowed: boolean }>(`
+    const { rows } = await withDatabase(db, cronDb, (client) => client.query<{ installed: boolean; allowed: boolean }>(`
       select exists (select from pg_extension where extname = 'pg_cron') as installed,
-             coalesce(has_function_privilege(to_regprocedure('cron.schedule_in_database(text,text,text,text,text,boolean)'), 'execute'), false) as allowed`);
+             coalesce(has_function_privilege(to_regprocedure('cron.schedule_in_database(text,text,text,text,text,boolean)'), 'execute'), false) as allowed`));
     if (!rows[0]!.installed) {
       throw new PgCronUnavailableError(`${advice}, but the pg_cron extension is not created there. Run CREATE EXTENSION pg_cron in "${cronDb}", or migrate with --no-schedule.`);
     }
@@ -57,18 +55,6 @@ async function checkCronDatabase(db: Db, place: CronPlace): Promise<void> {
   } catch (error) {
     if (error instanceof PgCronUnavailableError) throw error;
     throw new PgCronUnavailableError(`${advice}, and connecting there failed: ${(error as Error).message}`, { cause: error });
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
-async function inCronDatabase(db: Db, cronDb: string, work: (cron: pg.Client) => Promise<void>): Promise<void> {
-  const cron = new pg.Client(sameServer(db, cronDb));
-  await cron.connect();
-  try {
-    await work(cron);
-  } finally {
-    await cron.end().catch(() => undefined);
   }
 }
 
@@ -86,7 +72,7 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
         select order_automation.cron_jobname(job) as jobname, cron_database from order_automation.job
          where cron_database <> current_database()`).catch(() => ({ rows: [] }));
       for (const { jobname, cron_database } of remote.rows) {
-        await inCronDatabase(db, cron_database, async (cron) => {
+        await withDatabase(db, cron_database, async (cron) => {
           await cron.query('select cron.unschedule(jobid) from cron.job where jobname = $1', [jobname]);
         });
       }
@@ -130,7 +116,7 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
         if (pending.length > 0 && !external) {
           await client.query('select order_automation.schedule_jobs()');
         } else if (pending.length > 0) {
-          await inCronDatabase(db, place.cronDatabase!, async (cron) => {
+          await withDatabase(db, place.cronDatabase!, async (cron) => {
             for (const job of pending) {
               await cron.query('select cron.schedule_in_database($1, $2, $3, $4)',
                 [job.jobname, job.schedule, job.command, place.current]);

@@ -1,7 +1,6 @@
 // Control of the pg_cron schedule: change a job's cron schedule, pause it, resume it — here, or in
 // pg_cron's own database when the jobs were scheduled from there.
-import pg from 'pg';
-import { type Db, sameServer, withClient } from './db.js';
+import { type Db, withClient, withDatabase } from './db.js';
 import { nextFireTime } from './cron.js';
 import { InvalidArgumentError } from './errors.js';
 import type { JobName } from './types.js';
@@ -33,14 +32,9 @@ export async function setSchedule(db: Db, job: JobName, change: ScheduleChange):
           from order_automation.job where job = $1`, [job]);
       const row = rows[0]!;
       if (row.cron_database !== null && !row.here) {
-        const cron = new pg.Client(sameServer(db, row.cron_database));
-        await cron.connect();
-        try {
-          await cron.query('select cron.alter_job(jobid, schedule => $2, active => $3) from cron.job where jobname = $1',
-            [row.jobname, row.schedule, row.active]);
-        } finally {
-          await cron.end().catch(() => undefined);
-        }
+        await withDatabase(db, row.cron_database, (cron) =>
+          cron.query('select cron.alter_job(jobid, schedule => $2, active => $3) from cron.job where jobname = $1',
+            [row.jobname, row.schedule, row.active]));
       }
       await client.query('commit');
     } catch (error) {

@@ -1,7 +1,7 @@
 // The state of the automation, per job: schedule and whether pg_cron runs it, the last run, what is
 // due now and the next deadline; and the settings.
 import pg from 'pg';
-import { type Db, sameServer, withClient } from './db.js';
+import { type Db, withClient, withDatabase } from './db.js';
 import { nextFireTime } from './cron.js';
 import { getSettings, getStoreSettings, type Settings, type StoreSettings } from './settings.js';
 import type { JobName } from './types.js';
@@ -61,17 +61,10 @@ export async function getStatus(db: Db): Promise<Status> {
     for (const cronDb of new Set(rows.map((r) => r.cron_database).filter((d): d is string => d !== null))) {
       const names = rows.filter((r) => r.cron_database === cronDb).map((r) => r.cron_jobname);
       try {
-        if (cronDb === database) {
-          for (const [k, v] of await cronActive(client, names)) cron.set(k, v);
-        } else {
-          const other = new pg.Client(sameServer(db, cronDb));
-          await other.connect();
-          try {
-            for (const [k, v] of await cronActive(other, names)) cron.set(k, v);
-          } finally {
-            await other.end().catch(() => undefined);
-          }
-        }
+        const found = cronDb === database
+          ? await cronActive(client, names)
+          : await withDatabase(db, cronDb, (other) => cronActive(other, names));
+        for (const [k, v] of found) cron.set(k, v);
       } catch {
         // pg_cron unreadable from here (no privilege, no connection): active stays unknown.
       }

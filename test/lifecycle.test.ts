@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import {
   cancelOrder, confirmReceipt, InsufficientBalanceError, InsufficientStockError, InvalidTransitionError,
-  OrderNotFoundError, OrderNotModifiableError, payOrder, placeOrder, readOrderEvents, shipOrder,
+  OrderNotFoundError, payOrder, placeOrder, readOrderEvents, shipOrder,
 } from '../src/index.js';
 import { balanceOf, conserved, createTestDatabase, one, seedBookstore, stockOf, type TestDatabase } from './helpers.js';
 

@@ -3,9 +3,8 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { inject } from 'vitest';
 import { cancelExpiredOrders, cancelOrder, confirmReceipt, payOrder, placeOrder, shipOrder, updateSettings } from '../src/index.js';
-import { createTestDatabase, seedBookstore, type TestDatabase } from './helpers.js';
+import { admin as asSuperuser, createTestDatabase, seedBookstore, type TestDatabase } from './helpers.js';
 
 let db: TestDatabase;
 const suffix = randomBytes(4).toString('hex');
@@ -27,10 +26,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await db?.drop();
-  const server = new pg.Client({ connectionString: inject('serverUrl') });
-  await server.connect();
-  await server.query(`drop role if exists ${app}; drop role if exists ${admin}; drop role if exists ${nobody}`);
-  await server.end();
+  await asSuperuser((server) => server.query(`drop role if exists ${app}; drop role if exists ${admin}; drop role if exists ${nobody}`));
 });
 
 const items = [{ bookId: 'book1', count: 1, price: 10 }];

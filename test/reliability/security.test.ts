@@ -3,26 +3,16 @@
 // migrations table shadowing what the package uses; the owner (and pg_cron, a plain CALL with the
 // default search_path) then runs the package, and the hijacker's objects must never run.
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   cancelExpiredOrders, cancelOrder, clearStoreSettings, confirmReceipt, confirmShippedOrders, extendReceipt, getSettings, getStatus,
   holdOrder, migrate, payOrder, paymentStarted, placeOrder, purgeCancelledOrders, purgeHistory, readOrderEvents, releaseOrder,
   setSchedule, setStoreSettings, shipOrder, updateSettings,
 } from '../../src/index.js';
-import { createTestDatabase, one, seedBookstore, type TestDatabase } from '../helpers.js';
+import { admin, createTestDatabase, one, seedBookstore, type TestDatabase } from '../helpers.js';
 import { applyTestSql, expectInvariants, openFigures, reliabilityDatabase, sqlstateOf } from './support.js';
 
 const tally = openFigures(import.meta.url);
-
-async function admin<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: inject('serverUrl') });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
-}
 
 // ── the traps ───────────────────────────────────────────────────────────────
 
