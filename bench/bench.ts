@@ -41,10 +41,17 @@ async function run(server: BenchServer, orders: number, batchSizes: number[]): P
     await pool.query('checkpoint');
     log('idle ticks');
     const [smallTicks, largeTicks] = await idleTicks(
-      [{ url: smallUrl, asOf: smallDataset.idleAsOf }, { url, asOf: dataset.idleAsOf }], TICK_CALLS);
+      [
+        { url: smallUrl, asOf: smallDataset.idleAsOf },
+        { url, asOf: dataset.idleAsOf },
+      ],
+      TICK_CALLS,
+    );
 
     log('floor: cancel, confirm (rolled back), in one statement and in batches');
-    const { rows: [settings] } = await pool.query<{ batch_size: number }>('select batch_size from order_automation.settings');
+    const {
+      rows: [settings],
+    } = await pool.query<{ batch_size: number }>('select batch_size from order_automation.settings');
     const floors = {
       cancel: await floor(pool, 'cancel', dataset.drainAsOf),
       confirm: await floor(pool, 'confirm', dataset.drainAsOf),
@@ -75,7 +82,9 @@ async function run(server: BenchServer, orders: number, batchSizes: number[]): P
     const sweep = await sweepBatchSizes(url, pool, dataset, batchSizes, log);
     log('checking stock and money');
     const end = await conservation(pool);
-    const { rows: [version] } = await pool.query<{ server_version: string }>('show server_version');
+    const {
+      rows: [version],
+    } = await pool.query<{ server_version: string }>('show server_version');
 
     const results = {
       startedAt,

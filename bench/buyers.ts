@@ -38,7 +38,12 @@ async function buy(client: pg.Client, orderId: string, buyerId: string): Promise
   const { storeId, items } = basket();
   await client.query('begin');
   try {
-    await client.query('select from order_automation.place_order($1, $2, $3, $4::jsonb)', [orderId, buyerId, storeId, items]);
+    await client.query('select from order_automation.place_order($1, $2, $3, $4::jsonb)', [
+      orderId,
+      buyerId,
+      storeId,
+      items,
+    ]);
     await client.query('select from order_automation.pay_order($1)', [orderId]);
     await client.query('commit');
   } catch (error) {
@@ -49,11 +54,13 @@ async function buy(client: pg.Client, orderId: string, buyerId: string): Promise
 
 /** Starts BENCH_BUYERS buyers on connections of their own; `tag` keeps order ids unique per round. */
 async function startBuyers(url: string, tag: string): Promise<Buyers> {
-  const clients = await Promise.all(Array.from({ length: BENCH_BUYERS }, async () => {
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
-    return client;
-  }));
+  const clients = await Promise.all(
+    Array.from({ length: BENCH_BUYERS }, async () => {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      return client;
+    }),
+  );
   let stopped = false;
   const loops = clients.map(async (client, i) => {
     const purchases: Purchase[] = [];
@@ -96,7 +103,10 @@ export async function buyersAlone(url: string, durationMs: number): Promise<Late
 
 /** Buyer latency of the purchases started while a cancel drain at `asOf` runs, and that drain. */
 export async function buyersDuringDrain(
-  url: string, pool: pg.Pool, asOf: Date, batchSize: number | null = null,
+  url: string,
+  pool: pg.Pool,
+  asOf: Date,
+  batchSize: number | null = null,
 ): Promise<Latency & { drain: Drain }> {
   const buyers = await startBuyers(url, `drain${Date.now()}`);
   await sleep(WARM_UP_MS);

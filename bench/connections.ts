@@ -13,7 +13,9 @@ export type Task<T = unknown> = (client: pg.PoolClient) => Promise<T>;
 export async function asLoader<T>(pool: pg.Pool, work: Task<T>): Promise<T> {
   const client = await pool.connect();
   try {
-    await client.query(`set session_replication_role = replica; set work_mem = '256MB'; set maintenance_work_mem = '256MB'`);
+    await client.query(
+      `set session_replication_role = replica; set work_mem = '256MB'; set maintenance_work_mem = '256MB'`,
+    );
     const result = await work(client);
     await client.query('reset all');
     await flushStatistics(client);

@@ -86,13 +86,15 @@ update public.store s set stock_level = ${INITIAL_STOCK} - held.count
  where s.store_id = held.store_id and s.book_id = held.book_id`;
 
 // Buyers paid for their orders in states 1–3 (3: the money went on to the seller).
-const BALANCES_SQL = [`
+const BALANCES_SQL = [
+  `
 update public."user" u set balance = u.balance - spent.total
   from (select o.user_id, sum(d.count::bigint * d.price) as total
           from public.new_order o join public.new_order_detail d using (order_id)
          where o.state in (1, 2, 3)
          group by o.user_id) spent
- where u.user_id = spent.user_id`, `
+ where u.user_id = spent.user_id`,
+  `
 update public."user" u set balance = u.balance + earned.total
   from (select us.user_id, sum(d.count::bigint * d.price) as total
           from public.new_order o
@@ -100,7 +102,8 @@ update public."user" u set balance = u.balance + earned.total
           join public.user_store us using (store_id)
          where o.state = 3
          group by us.user_id) earned
- where u.user_id = earned.user_id`];
+ where u.user_id = earned.user_id`,
+];
 
 /** Fills a freshly migrated database with `orders` orders; see Dataset. */
 export async function generate(pool: pg.Pool, orders: number): Promise<Dataset> {
@@ -108,22 +111,48 @@ export async function generate(pool: pg.Pool, orders: number): Promise<Dataset> 
   const t0 = (await pool.query<{ now: Date }>('select now()')).rows[0]!.now;
   const buyers = Math.max(100, Math.floor(orders / 10));
   await asLoader(pool, async (client) => {
-    await client.query(`insert into public."user" (user_id, balance) select 'seller' || s, 0 from generate_series(1, ${STORES}) s`);
-    await client.query(`insert into public.user_store (store_id, user_id) select 'store' || s, 'seller' || s from generate_series(1, ${STORES}) s`);
+    await client.query(
+      `insert into public."user" (user_id, balance) select 'seller' || s, 0 from generate_series(1, ${STORES}) s`,
+    );
+    await client.query(
+      `insert into public.user_store (store_id, user_id) select 'store' || s, 'seller' || s from generate_series(1, ${STORES}) s`,
+    );
     await client.query(`insert into public.store (store_id, book_id, stock_level)
                         select 'store' || s, 'book' || b, ${INITIAL_STOCK} from generate_series(1, ${STORES}) s, generate_series(1, ${BOOKS_PER_STORE}) b`);
-    await client.query(`insert into public."user" (user_id, balance) select 'buyer' || u, ${DEPOSIT} from generate_series(1, $1::integer) u`, [buyers]);
-    await client.query(`insert into public."user" (user_id, balance) select 'bench-buyer' || u, ${BENCH_BUYER_BALANCE} from generate_series(1, ${BENCH_BUYERS}) u`);
+    await client.query(
+      `insert into public."user" (user_id, balance) select 'buyer' || u, ${DEPOSIT} from generate_series(1, $1::integer) u`,
+      [buyers],
+    );
+    await client.query(
+      `insert into public."user" (user_id, balance) select 'bench-buyer' || u, ${BENCH_BUYER_BALANCE} from generate_series(1, ${BENCH_BUYERS}) u`,
+    );
   });
 
   // Bulk loading into indexed tables is several times slower than building the indexes afterwards.
-  const indexes = await dropSecondaryIndexes(pool, ['public.new_order', 'public.new_order_detail', 'order_automation.order_event']);
+  const indexes = await dropSecondaryIndexes(pool, [
+    'public.new_order',
+    'public.new_order_detail',
+    'order_automation.order_event',
+  ]);
   // Two halves on two connections: the machine has two cores.
-  const halves = [[1, Math.floor(orders / 2)], [Math.floor(orders / 2) + 1, orders]] as const;
+  const halves = [
+    [1, Math.floor(orders / 2)],
+    [Math.floor(orders / 2) + 1, orders],
+  ] as const;
   for (const [sql, ...more] of [[ORDERS_SQL, orders, buyers, t0], [LINES_SQL], [HISTORY_SQL]] as const) {
-    await inParallel(pool, halves.map(([from, to]) => (client) => client.query(sql, [from, to, ...more])));
+    await inParallel(
+      pool,
+      halves.map(
+        ([from, to]) =>
+          (client) =>
+            client.query(sql, [from, to, ...more]),
+      ),
+    );
   }
-  await inParallel(pool, indexes.map((definition) => (client) => client.query(definition)));
+  await inParallel(
+    pool,
+    indexes.map((definition) => (client) => client.query(definition)),
+  );
   await inParallel(pool, [
     (client) => client.query(STOCK_SQL),
     async (client) => {
@@ -134,11 +163,16 @@ export async function generate(pool: pg.Pool, orders: number): Promise<Dataset> 
 
   const idleAsOf = new Date(t0.getTime() - 61 * 86_400_000);
   const drainAsOf = new Date(t0.getTime() - 12 * 3_600_000);
-  const { rows: [counts] } = await pool.query<{ due_cancel: number; due_confirm: number; due_later: number }>(`
+  const {
+    rows: [counts],
+  } = await pool.query<{ due_cancel: number; due_confirm: number; due_later: number }>(
+    `
     select count(*) filter (where state = 0 and pay_deadline <= $1)::integer as due_cancel,
            count(*) filter (where state = 2 and receipt_deadline <= $1)::integer as due_confirm,
            count(*) filter (where state = 0 and pay_deadline > $1 and pay_deadline <= $2)::integer as due_later
-      from public.new_order`, [drainAsOf, t0]);
+      from public.new_order`,
+    [drainAsOf, t0],
+  );
   return {
     orders,
     dueCancel: counts!.due_cancel,
@@ -158,11 +192,14 @@ export async function vacuumOrders(pool: pg.Pool): Promise<void> {
 
 /** Drops the indexes of `tables` that back no constraint; returns their definitions, to recreate them. */
 async function dropSecondaryIndexes(pool: pg.Pool, tables: string[]): Promise<string[]> {
-  const { rows } = await pool.query<{ name: string; definition: string }>(`
+  const { rows } = await pool.query<{ name: string; definition: string }>(
+    `
     select i.indexrelid::regclass::text as name, pg_get_indexdef(i.indexrelid) as definition
       from pg_index i
      where i.indrelid = any ($1::regclass[])
-       and not exists (select from pg_constraint c where c.conindid = i.indexrelid)`, [tables]);
+       and not exists (select from pg_constraint c where c.conindid = i.indexrelid)`,
+    [tables],
+  );
   if (rows.length > 0) await pool.query(`drop index ${rows.map((r) => r.name).join(', ')}`);
   return rows.map((r) => r.definition);
 }
@@ -176,7 +213,8 @@ export interface Conservation {
 }
 
 export async function conservation(pool: pg.Pool): Promise<Conservation> {
-  const { rows } = await asLoader(pool, (client) => client.query<Conservation>(`
+  const { rows } = await asLoader(pool, (client) =>
+    client.query<Conservation>(`
     select (select count(*)::integer
               from public.store s
               left join (select o.store_id, d.book_id, sum(d.count) as count
@@ -188,6 +226,7 @@ export async function conservation(pool: pg.Pool): Promise<Conservation> {
            ((select sum(balance) from public."user")
             + (select coalesce(sum(d.count::bigint * d.price), 0)
                  from public.new_order o join public.new_order_detail d using (order_id)
-                where o.state in (1, 2)))::text as money`));
+                where o.state in (1, 2)))::text as money`),
+  );
   return rows[0]!;
 }

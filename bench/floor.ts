@@ -96,7 +96,9 @@ export async function floor(pool: pg.Pool, job: Job, asOf: Date, batchSize: numb
 async function dueInBatches(client: pg.ClientBase, job: Job, asOf: Date, batchSize: number): Promise<string[][]> {
   const deadline = job === 'cancel' ? 'pay_deadline' : 'receipt_deadline';
   const { rows } = await client.query<{ order_id: string }>(
-    `select o.order_id from public.new_order o where ${DUE[job]} order by o.${deadline}`, [asOf, null]);
+    `select o.order_id from public.new_order o where ${DUE[job]} order by o.${deadline}`,
+    [asOf, null],
+  );
   const batches: string[][] = [];
   for (let i = 0; i < rows.length; i += batchSize) batches.push(rows.slice(i, i + batchSize).map((r) => r.order_id));
   return batches;

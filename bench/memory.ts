@@ -16,7 +16,11 @@ const SAMPLE_MS = 10;
  * Runs `work` (on `client`) while sampling this process's RSS, and reads the database's
  * pg_stat_database.temp_bytes before and after it through `pool`.
  */
-export async function measureMemory<T>(pool: pg.Pool, client: pg.ClientBase, work: () => Promise<T>): Promise<T & MemoryUse> {
+export async function measureMemory<T>(
+  pool: pg.Pool,
+  client: pg.ClientBase,
+  work: () => Promise<T>,
+): Promise<T & MemoryUse> {
   const tempBefore = await tempBytes(pool);
   const rssBeforeBytes = process.memoryUsage.rss();
   let peakRssBytes = rssBeforeBytes;
@@ -33,7 +37,8 @@ export async function measureMemory<T>(pool: pg.Pool, client: pg.ClientBase, wor
 
 async function tempBytes(pool: pg.Pool): Promise<number> {
   const { rows } = await pool.query<{ temp_bytes: string }>(
-    'select temp_bytes from pg_stat_database where datname = current_database()');
+    'select temp_bytes from pg_stat_database where datname = current_database()',
+  );
   return Number(rows[0]!.temp_bytes);
 }
 

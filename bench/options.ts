@@ -41,8 +41,12 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (!Number.isFinite(scale) || scale < 0.01 || scale > 100) {
     throw new UsageError(`--scale must be a number between 0.01 and 100, not "${values.scale}"`);
   }
-  const batchSizes = (values['batch-sizes'] ?? '').split(',').filter((s) => s.trim() !== '').map(Number);
+  const batchSizes = (values['batch-sizes'] ?? '')
+    .split(',')
+    .filter((s) => s.trim() !== '')
+    .map(Number);
   const bad = batchSizes.find((n) => !Number.isInteger(n) || n < 1 || n > 1_000_000);
-  if (bad !== undefined) throw new UsageError(`--batch-sizes takes integers between 1 and 1000000, not "${values['batch-sizes']}"`);
+  if (bad !== undefined)
+    throw new UsageError(`--batch-sizes takes integers between 1 and 1000000, not "${values['batch-sizes']}"`);
   return { orders: Math.round(1_000_000 * scale), batchSizes, databaseUrl: values['database-url'] };
 }

@@ -70,8 +70,10 @@ export function ratios(r: Omit<Results, 'ratios' | 'wallMs'>): Ratios {
 // ── formatting ──────────────────────────────────────────────────────────────
 
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
-const ms = (n: number) => (n >= 1000 ? `${(n / 1000).toFixed(2)} s` : n >= 10 ? `${n.toFixed(0)} ms` : `${n.toFixed(2)} ms`);
-const bytes = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(0)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(0)} KiB` : `${n} B`);
+const ms = (n: number) =>
+  n >= 1000 ? `${(n / 1000).toFixed(2)} s` : n >= 10 ? `${n.toFixed(0)} ms` : `${n.toFixed(2)} ms`;
+const bytes = (n: number) =>
+  n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(0)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(0)} KiB` : `${n} B`;
 const times = (n: number) => `${n >= 10 ? n.toFixed(0) : n.toFixed(2)}×`;
 
 /** A measurement, or a section heading (a string). */
@@ -94,13 +96,33 @@ function rows(r: Results): Row[] {
     ['drain confirm', drainRate(r.drains.confirm)],
     'Seed loop',
     ['seed loop (cancel + confirm)', `${rate({ ...r.seedLoop, orders: r.seedLoop.cancelled + r.seedLoop.confirmed })}`],
-    ['ours / seed loop, cancel', times(q.oursOverSeedLoop.cancel), `≥ ${TARGETS.oursOverSeedLoop}×`, q.oursOverSeedLoop.cancel >= TARGETS.oursOverSeedLoop],
-    ['ours / seed loop, confirm', times(q.oursOverSeedLoop.confirm), `≥ ${TARGETS.oursOverSeedLoop}×`, q.oursOverSeedLoop.confirm >= TARGETS.oursOverSeedLoop],
+    [
+      'ours / seed loop, cancel',
+      times(q.oursOverSeedLoop.cancel),
+      `≥ ${TARGETS.oursOverSeedLoop}×`,
+      q.oursOverSeedLoop.cancel >= TARGETS.oursOverSeedLoop,
+    ],
+    [
+      'ours / seed loop, confirm',
+      times(q.oursOverSeedLoop.confirm),
+      `≥ ${TARGETS.oursOverSeedLoop}×`,
+      q.oursOverSeedLoop.confirm >= TARGETS.oursOverSeedLoop,
+    ],
     'Floor',
     ['floor cancel', rate(r.floors.cancel)],
     ['floor confirm', rate(r.floors.confirm)],
-    ['ours / floor, cancel (time per order)', times(q.oursOverFloor.cancel), `≤ ${TARGETS.oursOverFloor}×`, q.oursOverFloor.cancel <= TARGETS.oursOverFloor],
-    ['ours / floor, confirm (time per order)', times(q.oursOverFloor.confirm), `≤ ${TARGETS.oursOverFloor}×`, q.oursOverFloor.confirm <= TARGETS.oursOverFloor],
+    [
+      'ours / floor, cancel (time per order)',
+      times(q.oursOverFloor.cancel),
+      `≤ ${TARGETS.oursOverFloor}×`,
+      q.oursOverFloor.cancel <= TARGETS.oursOverFloor,
+    ],
+    [
+      'ours / floor, confirm (time per order)',
+      times(q.oursOverFloor.confirm),
+      `≤ ${TARGETS.oursOverFloor}×`,
+      q.oursOverFloor.confirm <= TARGETS.oursOverFloor,
+    ],
     [`floor cancel, batches of ${int(r.batchedFloors.cancel.batchSize!)}`, rate(r.batchedFloors.cancel)],
     [`floor confirm, batches of ${int(r.batchedFloors.confirm.batchSize!)}`, rate(r.batchedFloors.confirm)],
     ['ours / batched floor, cancel', times(q.oursOverBatchedFloor.cancel)],
@@ -110,26 +132,54 @@ function rows(r: Results): Row[] {
       const large = tick(r.ticks.large, job);
       const small = tick(r.ticks.small, job);
       return [
-        [`idle tick ${job}, ${int(d.orders)} orders`, ms(large.warmMs), `≤ ${TARGETS.idleTickMs} ms`, large.warmMs <= TARGETS.idleTickMs],
+        [
+          `idle tick ${job}, ${int(d.orders)} orders`,
+          ms(large.warmMs),
+          `≤ ${TARGETS.idleTickMs} ms`,
+          large.warmMs <= TARGETS.idleTickMs,
+        ],
         [`idle tick ${job}, ${int(r.smallDataset.orders)} orders`, ms(small.warmMs)],
-        [`tick(${sizes}), ${job}`, times(q.tickLargeOverSmall[job].warm), `≤ ${TARGETS.tickLargeOverSmall}×`, q.tickLargeOverSmall[job].warm <= TARGETS.tickLargeOverSmall],
-        [`  on a new connection, ${sizes}`, `${ms(large.coldMs)} / ${ms(small.coldMs)} = ${times(q.tickLargeOverSmall[job].cold)}`],
+        [
+          `tick(${sizes}), ${job}`,
+          times(q.tickLargeOverSmall[job].warm),
+          `≤ ${TARGETS.tickLargeOverSmall}×`,
+          q.tickLargeOverSmall[job].warm <= TARGETS.tickLargeOverSmall,
+        ],
+        [
+          `  on a new connection, ${sizes}`,
+          `${ms(large.coldMs)} / ${ms(small.coldMs)} = ${times(q.tickLargeOverSmall[job].cold)}`,
+        ],
       ];
     }),
     'Buyers (8 connections, place + pay)',
-    ['buyer latency alone', `p50 ${ms(r.buyers.alone.p50Ms)}, p99 ${ms(r.buyers.alone.p99Ms)} (${int(r.buyers.alone.purchases)} purchases)`],
-    ['buyer latency during a drain', `p50 ${ms(r.buyers.duringDrain.p50Ms)}, p99 ${ms(r.buyers.duringDrain.p99Ms)} (${int(r.buyers.duringDrain.purchases)} purchases)`],
+    [
+      'buyer latency alone',
+      `p50 ${ms(r.buyers.alone.p50Ms)}, p99 ${ms(r.buyers.alone.p99Ms)} (${int(r.buyers.alone.purchases)} purchases)`,
+    ],
+    [
+      'buyer latency during a drain',
+      `p50 ${ms(r.buyers.duringDrain.p50Ms)}, p99 ${ms(r.buyers.duringDrain.p99Ms)} (${int(r.buyers.duringDrain.purchases)} purchases)`,
+    ],
     ['  that drain (cancel, under buyers)', drainRate(r.buyers.duringDrain.drain)],
-    ['buyer p99 during drain / alone', times(q.buyerP99DuringDrainOverAlone), `≤ ${TARGETS.buyerP99}×`, q.buyerP99DuringDrainOverAlone <= TARGETS.buyerP99],
+    [
+      'buyer p99 during drain / alone',
+      times(q.buyerP99DuringDrainOverAlone),
+      `≤ ${TARGETS.buyerP99}×`,
+      q.buyerP99DuringDrainOverAlone <= TARGETS.buyerP99,
+    ],
     'Memory',
     ['drain cancel', rss(r.drains.cancel)],
     ['drain confirm', rss(r.drains.confirm)],
     ['seed loop (loads every order)', rss(r.seedLoop)],
-    ...(r.batchSizes.length === 0 ? [] : [
-      'Batch sizes',
-      ...r.batchSizes.map((b): Row => [`batch_size ${int(b.batchSize)}`,
-        `cancel ${int(b.cancel.ordersPerSecond)}/s, confirm ${int(b.confirm.ordersPerSecond)}/s, buyer p99 in drain ${ms(b.buyerP99Ms)}`]),
-    ]),
+    ...(r.batchSizes.length === 0
+      ? []
+      : [
+          'Batch sizes',
+          ...r.batchSizes.map((b): Row => [
+            `batch_size ${int(b.batchSize)}`,
+            `cancel ${int(b.cancel.ordersPerSecond)}/s, confirm ${int(b.confirm.ordersPerSecond)}/s, buyer p99 in drain ${ms(b.buyerP99Ms)}`,
+          ]),
+        ]),
     'Checks',
     ['stock and money conserved', conserved(r) ? 'yes' : `NO: ${JSON.stringify(r.conservation)}`, 'yes', conserved(r)],
   ];
@@ -159,7 +209,9 @@ const verdict = (met: boolean | undefined) => (met === undefined ? '' : met ? 'm
 
 /** The table, as Markdown with aligned columns, so that it reads in a terminal and pastes into the README. */
 export function formatTable(r: Results): string {
-  const cells = rows(r).map((row) => (typeof row === 'string' ? [`**${row}**`, '', '', ''] : [row[0], row[1], row[2] ?? '', verdict(row[3])]));
+  const cells = rows(r).map((row) =>
+    typeof row === 'string' ? [`**${row}**`, '', '', ''] : [row[0], row[1], row[2] ?? '', verdict(row[3])],
+  );
   const header = ['measurement', 'result', 'target', ''];
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   const line = (c: string[]) => `| ${c.map((cell, i) => cell.padEnd(widths[i]!)).join(' | ')} |`;

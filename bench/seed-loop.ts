@@ -46,13 +46,20 @@ interface OrderRow {
 
 async function cancel(client: pg.ClientBase, order: OrderRow): Promise<void> {
   const lines = await client.query<{ book_id: string; count: number }>(
-    'select book_id, count from seed.new_order_detail where order_id = $1', [order.order_id]);
+    'select book_id, count from seed.new_order_detail where order_id = $1',
+    [order.order_id],
+  );
   for (const line of lines.rows) {
     const stock = await client.query<{ stock_level: number }>(
-      'select stock_level from seed.store where store_id = $1 and book_id = $2', [order.store_id, line.book_id]);
+      'select stock_level from seed.store where store_id = $1 and book_id = $2',
+      [order.store_id, line.book_id],
+    );
     // The seed added the count to a local variable and dropped it; here it is written back.
-    await client.query('update seed.store set stock_level = $3 where store_id = $1 and book_id = $2',
-      [order.store_id, line.book_id, stock.rows[0]!.stock_level + line.count]);
+    await client.query('update seed.store set stock_level = $3 where store_id = $1 and book_id = $2', [
+      order.store_id,
+      line.book_id,
+      stock.rows[0]!.stock_level + line.count,
+    ]);
   }
   await client.query('update seed.new_order set state = 4, cancelled_at = now() where order_id = $1', [order.order_id]);
 }
@@ -60,12 +67,19 @@ async function cancel(client: pg.ClientBase, order: OrderRow): Promise<void> {
 async function confirm(client: pg.ClientBase, order: OrderRow): Promise<void> {
   await client.query('update seed.new_order set state = 3, received_at = now() where order_id = $1', [order.order_id]);
   const lines = await client.query<{ count: number; price: string }>(
-    'select count, price from seed.new_order_detail where order_id = $1', [order.order_id]);
+    'select count, price from seed.new_order_detail where order_id = $1',
+    [order.order_id],
+  );
   const total = lines.rows.reduce((sum, line) => sum + line.count * Number(line.price), 0);
-  const store = await client.query<{ user_id: string }>('select user_id from seed.user_store where store_id = $1', [order.store_id]);
+  const store = await client.query<{ user_id: string }>('select user_id from seed.user_store where store_id = $1', [
+    order.store_id,
+  ]);
   const seller = store.rows[0]!.user_id;
   const user = await client.query<{ balance: string }>('select balance from seed."user" where user_id = $1', [seller]);
-  await client.query('update seed."user" set balance = $2 where user_id = $1', [seller, Number(user.rows[0]!.balance) + total]);
+  await client.query('update seed."user" set balance = $2 where user_id = $1', [
+    seller,
+    Number(user.rows[0]!.balance) + total,
+  ]);
 }
 
 /**
@@ -92,7 +106,13 @@ export async function seedLoop(pool: pg.Pool, asOf: Date): Promise<SeedLoop> {
       }
       await client.query('commit');
       const ms = performance.now() - started;
-      return { loaded: orders.length, cancelled, confirmed, ms, ordersPerSecond: ((cancelled + confirmed) / ms) * 1000 };
+      return {
+        loaded: orders.length,
+        cancelled,
+        confirmed,
+        ms,
+        ordersPerSecond: ((cancelled + confirmed) / ms) * 1000,
+      };
     });
   } finally {
     client.release();

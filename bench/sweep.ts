@@ -54,7 +54,11 @@ async function undo(pool: pg.Pool, job: Job): Promise<void> {
 
 /** For each batch size: a cancel drain and a confirm drain alone, then a cancel drain under buyers. */
 export async function sweepBatchSizes(
-  url: string, pool: pg.Pool, dataset: Dataset, sizes: number[], log: (line: string) => void,
+  url: string,
+  pool: pg.Pool,
+  dataset: Dataset,
+  sizes: number[],
+  log: (line: string) => void,
 ): Promise<BatchSize[]> {
   const results: BatchSize[] = [];
   for (const batchSize of sizes) {

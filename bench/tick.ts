@@ -101,7 +101,8 @@ export async function idleTicks(databases: IdleDatabase[], calls: number): Promi
   for (const job of ['cancel', 'confirm'] as const) {
     const warm = await warmTicks(databases, job, calls);
     const cold = await coldTicks(databases, job, calls);
-    for (const d of databases.keys()) ticks[d]!.push({ job, warmMs: median(warm[d]!), coldMs: median(cold[d]!), calls });
+    for (const d of databases.keys())
+      ticks[d]!.push({ job, warmMs: median(warm[d]!), coldMs: median(cold[d]!), calls });
   }
   return ticks;
 }

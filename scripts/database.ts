@@ -94,7 +94,11 @@ export async function getDatabase(options: GetDatabaseOptions = {}): Promise<Dat
   }
 }
 
-async function getForcedDatabase(provider: Provider, options: GetDatabaseOptions, log: (line: string) => void): Promise<Database> {
+async function getForcedDatabase(
+  provider: Provider,
+  options: GetDatabaseOptions,
+  log: (line: string) => void,
+): Promise<Database> {
   let reason: string;
   try {
     switch (provider) {
@@ -136,7 +140,9 @@ function noDatabaseMessage(major: number, reasons: string[]): string {
 
 async function urlDatabase(url: string): Promise<Database> {
   const cronDatabase = await readCronDatabase(url, { createExtension: false }).catch((error: unknown) => {
-    throw new DatabaseUnavailableError(`the server at DATABASE_URL is not usable: ${messageOf(error)}`, { cause: error });
+    throw new DatabaseUnavailableError(`the server at DATABASE_URL is not usable: ${messageOf(error)}`, {
+      cause: error,
+    });
   });
   return { provider: 'url', url, cronDatabase, stop: async () => {} };
 }
@@ -154,7 +160,8 @@ async function readCronDatabase(url: string, { createExtension }: { createExtens
       `select current_setting('cron.database_name', true) as cron_database_name`,
     );
     const cronDatabase = rows[0]?.cron_database_name;
-    if (!cronDatabase) throw new Error('pg_cron is not loaded (add it to shared_preload_libraries and restart the server)');
+    if (!cronDatabase)
+      throw new Error('pg_cron is not loaded (add it to shared_preload_libraries and restart the server)');
     return cronDatabase;
   } finally {
     await client.end();
@@ -187,7 +194,9 @@ async function detectDockerEngine(): Promise<DockerEngine> {
     ...(process.getuid ? [`/run/user/${process.getuid()}/docker.sock`] : []),
   ];
   const socket = candidates.find((candidate) => existsSync(candidate));
-  return socket ? pingSocket(socket) : { ok: false, reason: 'DOCKER_HOST is unset and /var/run/docker.sock does not exist' };
+  return socket
+    ? pingSocket(socket)
+    : { ok: false, reason: 'DOCKER_HOST is unset and /var/run/docker.sock does not exist' };
 }
 
 function pingSocket(socketPath: string): Promise<DockerEngine> {
@@ -206,18 +215,28 @@ function pingTcp(url: URL): Promise<DockerEngine> {
     const read = (name: string) => readFileSync(path.join(certPath, name));
     credentials = { ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem') };
   } catch (error) {
-    return Promise.resolve({ ok: false, reason: `DOCKER_TLS_VERIFY is set but the certificates in ${certPath} are unreadable (${messageOf(error)})` });
+    return Promise.resolve({
+      ok: false,
+      reason: `DOCKER_TLS_VERIFY is set but the certificates in ${certPath} are unreadable (${messageOf(error)})`,
+    });
   }
   return ping(url.href, (done) => https.get({ host, port, path: '/_ping', ...credentials }, done));
 }
 
 /** GET /_ping with a hard deadline: a wedged engine must not hang the test run. */
-function ping(endpoint: string, get: (done: (response: http.IncomingMessage) => void) => http.ClientRequest): Promise<DockerEngine> {
+function ping(
+  endpoint: string,
+  get: (done: (response: http.IncomingMessage) => void) => http.ClientRequest,
+): Promise<DockerEngine> {
   return new Promise((resolve) => {
     const request = get((response) => {
       response.resume();
       clearTimeout(timer);
-      resolve(response.statusCode === 200 ? { ok: true } : { ok: false, reason: `${endpoint}/_ping answered HTTP ${response.statusCode}` });
+      resolve(
+        response.statusCode === 200
+          ? { ok: true }
+          : { ok: false, reason: `${endpoint}/_ping answered HTTP ${response.statusCode}` },
+      );
     });
     const timer = setTimeout(() => {
       request.destroy();
@@ -250,7 +269,12 @@ async function containerDatabase(log: (line: string) => void): Promise<Database>
   const startStarted = Date.now();
   const container = await image
     // Trust, like the local throwaway cluster: tests log in as roles they create, without passwords.
-    .withEnvironment({ POSTGRES_USER: 'postgres', POSTGRES_PASSWORD: CONTAINER_PASSWORD, POSTGRES_DB: 'postgres', POSTGRES_HOST_AUTH_METHOD: 'trust' })
+    .withEnvironment({
+      POSTGRES_USER: 'postgres',
+      POSTGRES_PASSWORD: CONTAINER_PASSWORD,
+      POSTGRES_DB: 'postgres',
+      POSTGRES_HOST_AUTH_METHOD: 'trust',
+    })
     .withExposedPorts(5432)
     // Not the health check: Podman without systemd never runs it. Not forListeningPorts either: it
     // execs three commands into the container every 100 ms, and on Podman each exec leaves conmon
@@ -265,7 +289,10 @@ async function containerDatabase(log: (line: string) => void): Promise<Database>
   let stopping: Promise<void> | undefined;
   const stop = () => (stopping ??= container.stop({ remove: true, removeVolumes: true }).then(() => {}));
   try {
-    const cronDatabase = await untilConnected(() => readCronDatabase(url, { createExtension: true }), CONTAINER_CONNECT_TIMEOUT_MS);
+    const cronDatabase = await untilConnected(
+      () => readCronDatabase(url, { createExtension: true }),
+      CONTAINER_CONNECT_TIMEOUT_MS,
+    );
     log(`pg_cron container ready at ${address} in ${Date.now() - startStarted} ms`);
     return { provider: 'testcontainers', url, cronDatabase, stop };
   } catch (error) {
@@ -320,7 +347,11 @@ async function findPgInstall(): Promise<PgInstall | undefined> {
   const major = majors.find((candidate) => existsSync(path.join(DEBIAN_PG_ROOT, String(candidate), 'bin', 'initdb')));
   return major === undefined
     ? undefined
-    : { bindir: path.join(DEBIAN_PG_ROOT, String(major), 'bin'), pkglibdir: path.join(DEBIAN_PG_ROOT, String(major), 'lib'), major };
+    : {
+        bindir: path.join(DEBIAN_PG_ROOT, String(major), 'bin'),
+        pkglibdir: path.join(DEBIAN_PG_ROOT, String(major), 'lib'),
+        major,
+      };
 }
 
 async function serverMajor(bindir: string): Promise<number | undefined> {
@@ -336,7 +367,11 @@ async function serverMajor(bindir: string): Promise<number | undefined> {
  */
 async function ensureExtensions(install: PgInstall, optional: string[], log: (line: string) => void): Promise<void> {
   const wanted = [{ name: 'pg_cron', required: true }, ...optional.map((name) => ({ name, required: false }))]
-    .map((e) => ({ ...e, library: path.join(install.pkglibdir, `${e.name}.so`), aptPackage: `postgresql-${install.major}-${e.name.replace(/^pg_/, '').replace(/_/g, '-')}` }))
+    .map((e) => ({
+      ...e,
+      library: path.join(install.pkglibdir, `${e.name}.so`),
+      aptPackage: `postgresql-${install.major}-${e.name.replace(/^pg_/, '').replace(/_/g, '-')}`,
+    }))
     .filter((e) => !existsSync(e.library));
   if (wanted.length === 0) return;
   const cron = wanted.find((e) => e.required);
@@ -358,13 +393,20 @@ async function ensureExtensions(install: PgInstall, optional: string[], log: (li
     log(`${missing}; running apt-get ${args.join(' ')}`);
     const result = await run(aptGet, args, { env });
     if (result.code !== 0) {
-      throw new DatabaseUnavailableError(`${missing}, and apt-get ${args.join(' ')} failed (exit ${result.code}): ${tail(result.output)}`);
+      throw new DatabaseUnavailableError(
+        `${missing}, and apt-get ${args.join(' ')} failed (exit ${result.code}): ${tail(result.output)}`,
+      );
     }
   }
-  if (cron && !existsSync(cron.library)) throw new DatabaseUnavailableError(`${missing}, even after apt-get install ${cron.aptPackage}.`);
+  if (cron && !existsSync(cron.library))
+    throw new DatabaseUnavailableError(`${missing}, even after apt-get install ${cron.aptPackage}.`);
 }
 
-async function localDatabase(install: PgInstall, options: GetDatabaseOptions, log: (line: string) => void): Promise<Database> {
+async function localDatabase(
+  install: PgInstall,
+  options: GetDatabaseOptions,
+  log: (line: string) => void,
+): Promise<Database> {
   await ensureExtensions(install, options.extensions ?? [], log);
   const persistent = options.dataDir !== undefined;
   // base holds data/, postgres.log and (when its path is short enough) the server's unix socket.
@@ -383,7 +425,11 @@ async function localDatabase(install: PgInstall, options: GetDatabaseOptions, lo
 
   // A crashed or interrupted test run must not leave a server or files behind.
   const removeOnExit = () => {
-    spawnSync(pgCtl, ['stop', '-D', dataPath, '-m', 'immediate', '-w'], { ...asServer.user, cwd: base, stdio: 'ignore' });
+    spawnSync(pgCtl, ['stop', '-D', dataPath, '-m', 'immediate', '-w'], {
+      ...asServer.user,
+      cwd: base,
+      stdio: 'ignore',
+    });
     rmSync(base, { recursive: true, force: true });
     rmSync(socketDir, { recursive: true, force: true });
   };
@@ -410,7 +456,8 @@ async function localDatabase(install: PgInstall, options: GetDatabaseOptions, lo
     if (existsSync(path.join(dataPath, 'PG_VERSION'))) {
       await checkClusterVersion(dataPath, install);
       port = await runningPort(pgCtl, dataPath, asServer);
-      if (port !== undefined) log(`reusing the PostgreSQL ${install.major} already running for ${dataPath} on port ${port}`);
+      if (port !== undefined)
+        log(`reusing the PostgreSQL ${install.major} already running for ${dataPath} on port ${port}`);
     } else {
       log(`creating a PostgreSQL ${install.major} cluster in ${dataPath}`);
       await initCluster(install, dataPath, persistent, asServer);
@@ -419,7 +466,9 @@ async function localDatabase(install: PgInstall, options: GetDatabaseOptions, lo
       socketDir = await socketDirFor(base, asServer.user);
       port = await startCluster(pgCtl, base, socketDir, asServer);
       startedHere = true;
-      log(`PostgreSQL ${install.major} with pg_cron listening on 127.0.0.1:${port} (log: ${path.join(base, 'postgres.log')})`);
+      log(
+        `PostgreSQL ${install.major} with pg_cron listening on 127.0.0.1:${port} (log: ${path.join(base, 'postgres.log')})`,
+      );
     }
     const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
     const cronDatabase = await readCronDatabase(url, { createExtension: true });
@@ -478,10 +527,25 @@ async function runningPort(pgCtl: string, dataPath: string, asServer: RunOptions
 
 const RUNTIME_CONF = 'order_automation_runtime.conf';
 
-async function initCluster(install: PgInstall, dataPath: string, persistent: boolean, asServer: RunOptions): Promise<void> {
+async function initCluster(
+  install: PgInstall,
+  dataPath: string,
+  persistent: boolean,
+  asServer: RunOptions,
+): Promise<void> {
   const initdb = path.join(install.bindir, 'initdb');
   // Skipping initdb's fsync only risks a cluster we throw away anyway.
-  const args = ['-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-locale', '-D', dataPath, ...(persistent ? [] : ['--no-sync'])];
+  const args = [
+    '-U',
+    'postgres',
+    '--auth=trust',
+    '-E',
+    'UTF8',
+    '--no-locale',
+    '-D',
+    dataPath,
+    ...(persistent ? [] : ['--no-sync']),
+  ];
   const result = await run(initdb, args, asServer);
   if (result.code !== 0) throw new Error(`initdb failed for ${dataPath} (exit ${result.code}): ${tail(result.output)}`);
   const settings = [
@@ -538,7 +602,9 @@ async function startCluster(pgCtl: string, base: string, socketDir: string, asSe
     if (result.code === 0) return port;
     const serverLog = (await readFile(logPath).catch(() => Buffer.alloc(0))).subarray(logOffset).toString('utf8');
     if (attempt < 3 && /Address already in use/.test(serverLog)) continue;
-    throw new Error(`pg_ctl start failed for ${dataPath} (exit ${result.code}): ${tail(result.output)}\n${logPath}:\n${tail(serverLog)}`);
+    throw new Error(
+      `pg_ctl start failed for ${dataPath} (exit ${result.code}): ${tail(result.output)}\n${logPath}:\n${tail(serverLog)}`,
+    );
   }
 }
 

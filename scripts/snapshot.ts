@@ -16,11 +16,16 @@ if (existsSync(target)) {
   console.error(`${target} exists: a released snapshot never changes; make a new migration instead.`);
   process.exit(2);
 }
-const sources = files.length > 0
-  ? files
-  : readdirSync(join(root, 'sql')).filter((f) => f.endsWith('.sql')).sort().map((f) => join('sql', f));
-const body = sources
-  .map((f) => `-- >>> ${basename(f)}\n${readFileSync(join(root, f), 'utf8').trimEnd()}\n`)
-  .join('\n');
-writeFileSync(target, `-- Frozen by scripts/snapshot.ts from sql/: applied by migrations/${name}.ts. Never edit.\n\n${body}`);
+const sources =
+  files.length > 0
+    ? files
+    : readdirSync(join(root, 'sql'))
+        .filter((f) => f.endsWith('.sql'))
+        .sort()
+        .map((f) => join('sql', f));
+const body = sources.map((f) => `-- >>> ${basename(f)}\n${readFileSync(join(root, f), 'utf8').trimEnd()}\n`).join('\n');
+writeFileSync(
+  target,
+  `-- Frozen by scripts/snapshot.ts from sql/: applied by migrations/${name}.ts. Never edit.\n\n${body}`,
+);
 console.log(`wrote ${target} from ${sources.length} files`);

@@ -7,9 +7,13 @@ import pg from 'pg';
 import { getDatabase } from './database.js';
 import { getStatus, migrate, readOrderEvents, type JobStatus } from '../src/index.js';
 
-const { values: flags } = parseArgs({ options: { demo: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' } } });
+const { values: flags } = parseArgs({
+  options: { demo: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' } },
+});
 if (flags.help) {
-  console.log('usage: npm start [-- --demo]\n  --demo  seed a small bookstore with orders about to pass their deadlines');
+  console.log(
+    'usage: npm start [-- --demo]\n  --demo  seed a small bookstore with orders about to pass their deadlines',
+  );
   process.exit(0);
 }
 
@@ -23,12 +27,24 @@ async function seedDemo(pool: pg.Pool): Promise<void> {
     insert into store (store_id, book_id, stock_level) values ('demo-store', 'demo-book', 10) on conflict do nothing;`);
   const tag = Date.now().toString(36);
   // One order nobody pays, and one shipped order nobody confirms: both due in about 20 seconds.
-  await pool.query(`select order_automation.place_order($1, 'demo-buyer', 'demo-store', '[{"book_id":"demo-book","count":2,"price":1500}]')`, [`unpaid-${tag}`]);
-  await pool.query(`update new_order set pay_deadline = now() + interval '20 seconds' where order_id = $1`, [`unpaid-${tag}`]);
-  await pool.query(`select order_automation.place_order($1, 'demo-buyer', 'demo-store', '[{"book_id":"demo-book","count":1,"price":2500}]')`, [`shipped-${tag}`]);
+  await pool.query(
+    `select order_automation.place_order($1, 'demo-buyer', 'demo-store', '[{"book_id":"demo-book","count":2,"price":1500}]')`,
+    [`unpaid-${tag}`],
+  );
+  await pool.query(`update new_order set pay_deadline = now() + interval '20 seconds' where order_id = $1`, [
+    `unpaid-${tag}`,
+  ]);
+  await pool.query(
+    `select order_automation.place_order($1, 'demo-buyer', 'demo-store', '[{"book_id":"demo-book","count":1,"price":2500}]')`,
+    [`shipped-${tag}`],
+  );
   await pool.query('select order_automation.pay_order($1), order_automation.ship_order($1)', [`shipped-${tag}`]);
-  await pool.query(`update new_order set receipt_deadline = now() + interval '20 seconds' where order_id = $1`, [`shipped-${tag}`]);
-  console.log(`demo: placed unpaid-${tag} (2 x demo-book, never paid) and shipped-${tag} (paid, shipped, never confirmed).`);
+  await pool.query(`update new_order set receipt_deadline = now() + interval '20 seconds' where order_id = $1`, [
+    `shipped-${tag}`,
+  ]);
+  console.log(
+    `demo: placed unpaid-${tag} (2 x demo-book, never paid) and shipped-${tag} (paid, shipped, never confirmed).`,
+  );
   console.log('demo: both deadlines pass in 20 s; pg_cron runs every minute, so watch for the events below.');
 }
 
@@ -36,14 +52,19 @@ async function shelfAndBalance(pool: pg.Pool): Promise<string> {
   const { rows } = await pool.query<{ stock: number | null; balance: string | null }>(`
     select (select stock_level from store where store_id = 'demo-store' and book_id = 'demo-book') as stock,
            (select balance from "user" where user_id = 'demo-seller') as balance`);
-  return rows[0]?.stock == null ? '' : ` (demo-book on the shelf: ${rows[0].stock}, demo-seller balance: ${rows[0].balance})`;
+  return rows[0]?.stock == null
+    ? ''
+    : ` (demo-book on the shelf: ${rows[0].stock}, demo-seller balance: ${rows[0].balance})`;
 }
 
 function jobLine(job: JobStatus): string {
   const last = job.lastRun
     ? `last run ${time(job.lastRun.startedAt)} ${job.lastRun.error ? `failed: ${job.lastRun.error}` : `processed ${job.lastRun.processed}`}`
     : 'not run yet';
-  const due = job.dueNow === null ? '' : `; due now ${job.dueNow}, held ${job.held ?? 0}; next deadline ${time(job.nextDeadline)}`;
+  const due =
+    job.dueNow === null
+      ? ''
+      : `; due now ${job.dueNow}, held ${job.held ?? 0}; next deadline ${time(job.nextDeadline)}`;
   return `  ${job.job.padEnd(23)} ${job.schedule.padEnd(11)} ${job.active ? `next run ${time(job.nextRunAt)}` : 'paused'}  ${last}${due}`;
 }
 
@@ -68,20 +89,26 @@ try {
   console.log(`status:   DATABASE_URL=${database.url} npx order-automation status\n`);
   if (flags.demo) await seedDemo(pool);
 
-  let lastEvent = (await pool.query<{ id: string }>('select coalesce(max(id), 0) id from order_automation.order_event')).rows[0]!.id;
+  let lastEvent = (await pool.query<{ id: string }>('select coalesce(max(id), 0) id from order_automation.order_event'))
+    .rows[0]!.id;
   if (flags.demo) lastEvent = '0';
   let lastStatus = '';
   console.log('live status (Ctrl-C stops):');
   while (!stopping) {
     const status = await getStatus(pool);
     // The two rules; the purge jobs have nothing to show in a demo.
-    const lines = status.jobs.filter((j) => j.dueNow !== null && j.held !== null).map(jobLine).join('\n');
+    const lines = status.jobs
+      .filter((j) => j.dueNow !== null && j.held !== null)
+      .map(jobLine)
+      .join('\n');
     if (lines !== lastStatus) {
       console.log(`${time(new Date())}\n${lines}`);
       lastStatus = lines;
     }
     for (const event of await readOrderEvents(pool, { afterId: Number(lastEvent) })) {
-      console.log(`  event #${event.id} ${time(event.at)} ${event.orderId}: ${event.from ?? 'placed'} -> ${event.to ?? 'deleted'} (${event.cause})${await shelfAndBalance(pool)}`);
+      console.log(
+        `  event #${event.id} ${time(event.at)} ${event.orderId}: ${event.from ?? 'placed'} -> ${event.to ?? 'deleted'} (${event.cause})${await shelfAndBalance(pool)}`,
+      );
       lastEvent = String(event.id);
     }
     await new Promise((resolve) => setTimeout(resolve, 2000));

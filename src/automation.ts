@@ -11,25 +11,31 @@ export interface RunOptions {
 
 /** Cancels every unpaid order past its payment deadline; returns how many. */
 export async function cancelExpiredOrders(db: Db, options: RunOptions = {}): Promise<{ cancelled: number }> {
-  const rows = await query<{ cancelled: string }>(db,
+  const rows = await query<{ cancelled: string }>(
+    db,
     'call order_automation.cancel_expired_orders(as_of => $1::timestamptz, batch_size => $2::integer)',
-    [options.asOf ?? null, options.batchSize ?? null]);
+    [options.asOf ?? null, options.batchSize ?? null],
+  );
   return { cancelled: Number(rows[0]!.cancelled) };
 }
 
 /** Marks received every shipped order past its receipt deadline; returns how many. */
 export async function confirmShippedOrders(db: Db, options: RunOptions = {}): Promise<{ confirmed: number }> {
-  const rows = await query<{ confirmed: string }>(db,
+  const rows = await query<{ confirmed: string }>(
+    db,
     'call order_automation.confirm_shipped_orders(as_of => $1::timestamptz, batch_size => $2::integer)',
-    [options.asOf ?? null, options.batchSize ?? null]);
+    [options.asOf ?? null, options.batchSize ?? null],
+  );
   return { confirmed: Number(rows[0]!.confirmed) };
 }
 
 /** Deletes cancelled orders older than the purge_cancelled_after setting (none when it is NULL); returns how many. */
 export async function purgeCancelledOrders(db: Db, options: RunOptions = {}): Promise<{ purged: number }> {
-  const rows = await query<{ purged: string }>(db,
+  const rows = await query<{ purged: string }>(
+    db,
     'call order_automation.purge_cancelled_orders(as_of => $1::timestamptz, batch_size => $2::integer)',
-    [options.asOf ?? null, options.batchSize ?? null]);
+    [options.asOf ?? null, options.batchSize ?? null],
+  );
   return { purged: Number(rows[0]!.purged) };
 }
 

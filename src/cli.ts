@@ -6,10 +6,34 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import {
-  cancelExpiredOrders, clearStoreSettings, confirmShippedOrders, DatabaseUnreachableError, getSettings, getStatus,
-  getStoreSettings, holdOrder, InvalidSettingError, jobNames, migrate, OrderAutomationError, pauseJob, purgeCancelledOrders,
-  purgeHistory, readOrderEvents, releaseOrder, resumeJob, setSchedule, setStoreSettings, settingNames, updateSettings,
-  watchEvents, type JobName, type OrderEvent, type Settings, type Status, type StoreSettings,
+  cancelExpiredOrders,
+  clearStoreSettings,
+  confirmShippedOrders,
+  DatabaseUnreachableError,
+  getSettings,
+  getStatus,
+  getStoreSettings,
+  holdOrder,
+  InvalidSettingError,
+  jobNames,
+  migrate,
+  OrderAutomationError,
+  pauseJob,
+  purgeCancelledOrders,
+  purgeHistory,
+  readOrderEvents,
+  releaseOrder,
+  resumeJob,
+  setSchedule,
+  setStoreSettings,
+  settingNames,
+  updateSettings,
+  watchEvents,
+  type JobName,
+  type OrderEvent,
+  type Settings,
+  type Status,
+  type StoreSettings,
 } from './index.js';
 
 export interface Io {
@@ -56,11 +80,18 @@ interface Command {
   run(context: Context): Promise<{ data: unknown; text: string }>;
 }
 
-const settingKeys = Object.fromEntries(Object.entries(settingNames).map(([key, name]) => [name, key as keyof Settings]));
+const settingKeys = Object.fromEntries(
+  Object.entries(settingNames).map(([key, name]) => [name, key as keyof Settings]),
+);
 /** Settings that may be switched off (NULL). */
 const nullableSettings: (keyof Settings)[] = ['remindBefore', 'purgeCancelledAfter'];
 /** Short names of the jobs on the command line. */
-const jobAliases: Record<string, JobName> = { cancel: 'cancel_expired_orders', confirm: 'confirm_shipped_orders', purge: 'purge_cancelled_orders', 'purge-history': 'purge_history' };
+const jobAliases: Record<string, JobName> = {
+  cancel: 'cancel_expired_orders',
+  confirm: 'confirm_shipped_orders',
+  purge: 'purge_cancelled_orders',
+  'purge-history': 'purge_history',
+};
 
 const commands: Record<string, Command> = {
   migrate: {
@@ -72,15 +103,21 @@ const commands: Record<string, Command> = {
                   the automation yourself, e.g. with order-automation run cancel`,
     options: ['down', 'no-schedule'],
     async run({ url, args, values, log }) {
-      noMore(args);  // "migrate down" is not --down: refuse it rather than migrate up
+      noMore(args); // "migrate down" is not --down: refuse it rather than migrate up
       const down = values.down === true;
-      const result = await migrate(url, { direction: down ? 'down' : 'up', schedule: values['no-schedule'] !== true && scheduleFromEnv(), log });
+      const result = await migrate(url, {
+        direction: down ? 'down' : 'up',
+        schedule: values['no-schedule'] !== true && scheduleFromEnv(),
+        log,
+      });
       const lines = result.migrations.map((name) => `${down ? 'reverted' : 'applied'} ${name}`);
       if (lines.length === 0) lines.push(down ? 'nothing to revert' : 'already up to date: no migration to apply');
       if (!down) {
-        lines.push(result.scheduledIn === null
-          ? 'the jobs are not scheduled in pg_cron: run them with order-automation run cancel|confirm, or run order-automation migrate again without --no-schedule to schedule them'
-          : `the jobs are scheduled by pg_cron in database "${result.scheduledIn}"`);
+        lines.push(
+          result.scheduledIn === null
+            ? 'the jobs are not scheduled in pg_cron: run them with order-automation run cancel|confirm, or run order-automation migrate again without --no-schedule to schedule them'
+            : `the jobs are scheduled by pg_cron in database "${result.scheduledIn}"`,
+        );
       }
       return { data: result, text: lines.join('\n') };
     },
@@ -107,7 +144,9 @@ run purge-history deletes the run log older than history_retention. Prints how m
     async run({ url, args, values }) {
       const [which, ...extra] = args;
       if (which === undefined || !Object.hasOwn(jobAliases, which)) {
-        throw new UsageError(`run takes ${Object.keys(jobAliases).join(', ')}${which === undefined ? '' : `, not "${which}"`}`);
+        throw new UsageError(
+          `run takes ${Object.keys(jobAliases).join(', ')}${which === undefined ? '' : `, not "${which}"`}`,
+        );
       }
       noMore(extra);
       const asOf = values['as-of'] === undefined ? undefined : timestamp('--as-of', String(values['as-of']));
@@ -155,7 +194,11 @@ When one value is refused, no setting changes.`,
         return { data: settings, text: settingsText(settings) };
       } catch (error) {
         if (error instanceof InvalidSettingError) {
-          throw new InvalidSettingError(`${sentence(error.message)} No setting was changed.`, { sqlstate: error.sqlstate, hint: error.hint, cause: error });
+          throw new InvalidSettingError(`${sentence(error.message)} No setting was changed.`, {
+            sqlstate: error.sqlstate,
+            hint: error.hint,
+            cause: error,
+          });
         }
         throw error;
       }
@@ -174,7 +217,8 @@ or a cleared store follows the global setting. Example: order-automation store-s
         const stores = await getStoreSettings(url);
         return { data: stores, text: storesText(stores) };
       }
-      if (action !== 'set' && action !== 'clear') throw new UsageError(`store-settings takes get, set or clear, not "${action}"`);
+      if (action !== 'set' && action !== 'clear')
+        throw new UsageError(`store-settings takes get, set or clear, not "${action}"`);
       if (storeId === undefined) throw new UsageError(`store-settings ${action} needs a store id`);
       if (action === 'clear') {
         noMore(pairs);
@@ -184,8 +228,12 @@ or a cleared store follows the global setting. Example: order-automation store-s
       if (pairs.length === 0) throw new UsageError('store-settings set needs at least one <name>=<value>');
       const changes: { paymentTimeout?: string | null; receiptTimeout?: string | null } = {};
       for (const [name, value] of pairs.map(splitPair)) {
-        const key = name === 'payment_timeout' ? 'paymentTimeout' : name === 'receipt_timeout' ? 'receiptTimeout' : undefined;
-        if (!key) throw new UsageError(`unknown store setting "${name}"; the store settings are payment_timeout, receipt_timeout`);
+        const key =
+          name === 'payment_timeout' ? 'paymentTimeout' : name === 'receipt_timeout' ? 'receiptTimeout' : undefined;
+        if (!key)
+          throw new UsageError(
+            `unknown store setting "${name}"; the store settings are payment_timeout, receipt_timeout`,
+          );
         if (key in changes) throw new UsageError(`${name} is given twice`);
         changes[key] = isOff(value) ? null : value;
       }
@@ -216,7 +264,8 @@ or a cleared store follows the global setting. Example: order-automation store-s
       if (orderId === undefined) throw new UsageError('release needs an order id');
       noMore(extra);
       const order = await releaseOrder(url, orderId);
-      const deadline = order.state === 'unpaid' ? order.payDeadline : order.state === 'shipped' ? order.receiptDeadline : null;
+      const deadline =
+        order.state === 'unpaid' ? order.payDeadline : order.state === 'shipped' ? order.receiptDeadline : null;
       return { data: order, text: `order ${order.orderId} released${deadline ? `; deadline ${time(deadline)}` : ''}` };
     },
   },
@@ -231,8 +280,12 @@ e.g. order-automation schedule set cancel '*/5 * * * *'. An invalid schedule is 
       if (action !== 'set' && action !== 'pause' && action !== 'resume') {
         throw new UsageError(`schedule takes set, pause or resume${action === undefined ? '' : `, not "${action}"`}`);
       }
-      const job = name === undefined ? undefined : (Object.hasOwn(jobAliases, name) ? jobAliases[name] : undefined) ?? jobNames.find((j) => j === name);
-      if (job === undefined) throw new UsageError(`schedule ${action} needs a job: ${Object.keys(jobAliases).join(', ')}`);
+      const job =
+        name === undefined
+          ? undefined
+          : ((Object.hasOwn(jobAliases, name) ? jobAliases[name] : undefined) ?? jobNames.find((j) => j === name));
+      if (job === undefined)
+        throw new UsageError(`schedule ${action} needs a job: ${Object.keys(jobAliases).join(', ')}`);
       if (action === 'set') {
         const [cron, ...extra] = rest;
         if (cron === undefined) throw new UsageError('schedule set needs a cron schedule, e.g. "*/5 * * * *"');
@@ -243,7 +296,10 @@ e.g. order-automation schedule set cancel '*/5 * * * *'. An invalid schedule is 
         await (action === 'pause' ? pauseJob : resumeJob)(url, job);
       }
       const status = (await getStatus(url)).jobs.find((j) => j.job === job)!;
-      return { data: status, text: `${job}: ${status.schedule}, ${status.active ? `active, next run ${status.nextRunAt ? time(status.nextRunAt) : '-'}` : 'paused'}` };
+      return {
+        data: status,
+        text: `${job}: ${status.schedule}, ${status.active ? `active, next run ${status.nextRunAt ? time(status.nextRunAt) : '-'}` : 'paused'}`,
+      };
     },
   },
   events: {
@@ -263,13 +319,26 @@ e.g. order-automation schedule set cancel '*/5 * * * *'. An invalid schedule is 
         const stop = new AbortController();
         process.once('SIGINT', () => stop.abort());
         for await (const event of watchEvents(url, { afterId, signal: stop.signal })) {
-          if (orderId === undefined || event.orderId === orderId) print(values.json ? JSON.stringify(event) : eventLine(event));
+          if (orderId === undefined || event.orderId === orderId)
+            print(values.json ? JSON.stringify(event) : eventLine(event));
         }
         return { data: undefined, text: '' };
       }
       const events = await readOrderEvents(url, { orderId, afterId, limit: wholeNumber('--limit', values.limit) });
-      const rows = events.map((e) => [String(e.id), e.orderId, e.from ?? '-', e.to ?? '-', e.cause, time(e.at), e.note ?? '']);
-      return { data: events, text: events.length === 0 ? 'no events' : columns([['id', 'order', 'from', 'to', 'cause', 'at', 'note'], ...rows]) };
+      const rows = events.map((e) => [
+        String(e.id),
+        e.orderId,
+        e.from ?? '-',
+        e.to ?? '-',
+        e.cause,
+        time(e.at),
+        e.note ?? '',
+      ]);
+      return {
+        data: events,
+        text:
+          events.length === 0 ? 'no events' : columns([['id', 'order', 'from', 'to', 'cause', 'at', 'note'], ...rows]),
+      };
     },
   },
 };
@@ -281,7 +350,9 @@ Cancels unpaid orders past their payment deadline and confirms shipped orders pa
 deadline, inside PostgreSQL, on pg_cron's schedule.
 
 Commands:
-${Object.values(commands).map((c) => `  ${c.usage}\n      ${c.summary}`).join('\n')}
+${Object.values(commands)
+  .map((c) => `  ${c.usage}\n      ${c.summary}`)
+  .join('\n')}
 
 Options of every command:
   --database-url <url>   postgres://user:password@host:port/database (default: $DATABASE_URL)
@@ -308,12 +379,17 @@ function scheduleFromEnv(): boolean {
   const value = (process.env.ORDER_AUTOMATION_SCHEDULE ?? '').toLowerCase();
   if (value === 'off') return false;
   if (value === '' || value === 'on') return true;
-  throw new UsageError(`ORDER_AUTOMATION_SCHEDULE must be "on" or "off", not "${process.env.ORDER_AUTOMATION_SCHEDULE}"`);
+  throw new UsageError(
+    `ORDER_AUTOMATION_SCHEDULE must be "on" or "off", not "${process.env.ORDER_AUTOMATION_SCHEDULE}"`,
+  );
 }
 
 function databaseUrl(flag: string | boolean | undefined): string {
   const url = typeof flag === 'string' ? flag : process.env.DATABASE_URL;
-  if (!url) throw new UsageError('no database given: pass --database-url postgres://user@host:port/database or set DATABASE_URL');
+  if (!url)
+    throw new UsageError(
+      'no database given: pass --database-url postgres://user@host:port/database or set DATABASE_URL',
+    );
   let protocol: string;
   try {
     protocol = new URL(url).protocol;
@@ -328,7 +404,9 @@ function databaseUrl(flag: string | boolean | undefined): string {
 }
 
 function urlSource(argv: string[]): string {
-  return argv.some((a) => a === '--database-url' || a.startsWith('--database-url=')) ? 'given by --database-url' : 'from DATABASE_URL';
+  return argv.some((a) => a === '--database-url' || a.startsWith('--database-url='))
+    ? 'given by --database-url'
+    : 'from DATABASE_URL';
 }
 
 /** Passwords of every URL on the command line or in DATABASE_URL, so that no message shows them. */
@@ -353,7 +431,8 @@ function noMore(args: string[]): void {
 
 function wholeNumber(flag: string, text: string | boolean | undefined): number | undefined {
   if (text === undefined) return undefined;
-  if (typeof text !== 'string' || !/^\d+$/.test(text)) throw new UsageError(`${flag} must be a whole number, not "${text}"`);
+  if (typeof text !== 'string' || !/^\d+$/.test(text))
+    throw new UsageError(`${flag} must be a whole number, not "${text}"`);
   return Number(text);
 }
 
@@ -361,7 +440,8 @@ function timestamp(flag: string, text: string): Date {
   const ymd = /^(\d{4})-(\d\d)-(\d\d)/.exec(text);
   const at = ymd ? new Date(text) : new Date(Number.NaN);
   // JavaScript reads 2030-02-30 as March 2; PostgreSQL refuses it, and so do we.
-  const day = Number(ymd?.[3]), month = Number(ymd?.[2]);
+  const day = Number(ymd?.[3]),
+    month = Number(ymd?.[2]);
   const daysInMonth = ymd ? new Date(Date.UTC(Number(ymd[1]), month, 0)).getUTCDate() : 0;
   if (Number.isNaN(at.getTime()) || month < 1 || month > 12 || day < 1 || day > daysInMonth) {
     throw new UsageError(`${flag} must be an ISO 8601 time such as 2030-01-01T12:00:00Z, not "${text}"`);
@@ -373,7 +453,8 @@ function settingChanges(pairs: string[]): Partial<Settings> {
   const changes: Partial<Record<keyof Settings, string | number | null>> = {};
   for (const [name, value] of pairs.map(splitPair)) {
     const key = Object.hasOwn(settingKeys, name) ? settingKeys[name] : undefined;
-    if (!key) throw new UsageError(`unknown setting "${name}"; the settings are ${Object.values(settingNames).join(', ')}`);
+    if (!key)
+      throw new UsageError(`unknown setting "${name}"; the settings are ${Object.values(settingNames).join(', ')}`);
     if (key in changes) throw new UsageError(`${name} is given twice`);
     if (key === 'batchSize' && !/^[+-]?\d+$/.test(value)) {
       throw new InvalidSettingError(`batch_size must be a whole number, not "${value}". No setting was changed.`);
@@ -403,7 +484,10 @@ function plural(count: number, noun: string): string {
  * the terminal (ANSI escapes).
  */
 function oneLine(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => (c === '\n' ? '\\n' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) =>
+    c === '\n' ? '\\n' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 function sentence(text: string): string {
@@ -411,30 +495,51 @@ function sentence(text: string): string {
 }
 
 function time(at: Date): string {
-  return at.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+  return at
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, ' UTC');
 }
 
 function relative(at: Date, now: Date): string {
   const seconds = Math.round((at.getTime() - now.getTime()) / 1000);
   const abs = Math.abs(seconds);
-  const span = abs < 90 ? `${abs} s` : abs < 90 * 60 ? `${Math.round(abs / 60)} min` : abs < 48 * 3600 ? `${Math.round(abs / 3600)} h` : `${Math.round(abs / 86400)} days`;
+  const span =
+    abs < 90
+      ? `${abs} s`
+      : abs < 90 * 60
+        ? `${Math.round(abs / 60)} min`
+        : abs < 48 * 3600
+          ? `${Math.round(abs / 3600)} h`
+          : `${Math.round(abs / 86400)} days`;
   return seconds >= 0 ? `in ${span}` : `${span} ago`;
 }
 
 /** Left-aligned columns, two spaces apart. */
 function columns(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
-  return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function settingsText(settings: Settings): string {
-  return columns(Object.entries(settingNames).map(([key, name]) => [name, String(settings[key as keyof Settings] ?? 'off')]));
+  return columns(
+    Object.entries(settingNames).map(([key, name]) => [name, String(settings[key as keyof Settings] ?? 'off')]),
+  );
 }
 
 function storesText(stores: StoreSettings[]): string {
   if (stores.length === 0) return 'no store overrides: every store follows the global settings';
-  return columns([['store', 'payment_timeout', 'receipt_timeout'],
-    ...stores.map((s) => [s.storeId, s.paymentTimeout ?? '(global)', s.receiptTimeout ?? '(global)'])]);
+  return columns([
+    ['store', 'payment_timeout', 'receipt_timeout'],
+    ...stores.map((s) => [s.storeId, s.paymentTimeout ?? '(global)', s.receiptTimeout ?? '(global)']),
+  ]);
 }
 
 function eventLine(e: OrderEvent): string {
@@ -444,15 +549,21 @@ function eventLine(e: OrderEvent): string {
 function statusText(status: Status, now: Date): string {
   const jobs = status.jobs.map((job) => {
     const run = job.lastRun;
-    const active = job.cronDatabase === null ? 'no (not scheduled)'
-      : job.active === null ? 'unknown (pg_cron could not be read)'
-        : `${job.active ? 'yes' : 'no (inactive in pg_cron)'}${job.cronDatabase === status.database ? '' : `, from database "${job.cronDatabase}"`}`;
+    const active =
+      job.cronDatabase === null
+        ? 'no (not scheduled)'
+        : job.active === null
+          ? 'unknown (pg_cron could not be read)'
+          : `${job.active ? 'yes' : 'no (inactive in pg_cron)'}${job.cronDatabase === status.database ? '' : `, from database "${job.cronDatabase}"`}`;
     return columns([
       ['job', job.job],
       ['schedule', job.schedule],
       ['active', active],
       ['last run', run ? `${time(run.startedAt)} (${relative(run.startedAt, now)})` : 'never'],
-      ['result', !run ? '-' : run.error !== null ? 'error' : run.finishedAt === null ? 'unfinished (running, or stopped)' : 'ok'],
+      [
+        'result',
+        !run ? '-' : run.error !== null ? 'error' : run.finishedAt === null ? 'unfinished (running, or stopped)' : 'ok',
+      ],
       ['processed', run ? String(run.processed) : '-'],
       ['failed', run ? String(run.failed) : '-'],
       ['error', run?.error ?? '-'],
@@ -462,8 +573,12 @@ function statusText(status: Status, now: Date): string {
       ['next deadline', job.nextDeadline ? `${time(job.nextDeadline)} (${relative(job.nextDeadline, now)})` : '-'],
     ]);
   });
-  return [`database ${status.database}`, ...jobs, `settings\n${settingsText(status.settings)}`,
-    `store overrides\n${storesText(status.storeSettings)}`].join('\n\n');
+  return [
+    `database ${status.database}`,
+    ...jobs,
+    `settings\n${settingsText(status.settings)}`,
+    `store overrides\n${storesText(status.storeSettings)}`,
+  ].join('\n\n');
 }
 
 /** Runs the command line `argv` (without node and the script); returns the exit code. */
@@ -472,23 +587,36 @@ export async function main(argv: string[], io: Io = process): Promise<number> {
   const redact = (text: string) => secrets.reduce((t, secret) => t.replaceAll(secret, '***'), text);
   const fail = (text: string) => io.stderr.write(`${redact(text)}\n`);
   try {
-    const { values, positionals, tokens } = parseArgs({ args: argv, options, allowPositionals: true, strict: false, tokens: true });
+    const { values, positionals, tokens } = parseArgs({
+      args: argv,
+      options,
+      allowPositionals: true,
+      strict: false,
+      tokens: true,
+    });
     const [name, ...args] = positionals;
     // Own properties only: "__proto__", "constructor" or "toString" is no command.
     const command = name !== undefined && Object.hasOwn(commands, name) ? commands[name] : undefined;
-    if (name !== undefined && !command) throw new UsageError(`unknown command "${name}"; the commands are ${Object.keys(commands).join(', ')}`);
+    if (name !== undefined && !command)
+      throw new UsageError(`unknown command "${name}"; the commands are ${Object.keys(commands).join(', ')}`);
     // Checked here rather than by strict parsing, for messages that say what is wrong with which option.
     for (const token of tokens) {
       if (token.kind !== 'option') continue;
       const spec = (options as Record<string, { type: string }>)[token.name];
       if (!spec) throw new UsageError(`unknown option ${token.rawName}`);
-      if (spec.type === 'string' && (token.value === undefined || (!token.inlineValue && token.value.startsWith('-')))) {
+      if (
+        spec.type === 'string' &&
+        (token.value === undefined || (!token.inlineValue && token.value.startsWith('-')))
+      ) {
         throw new UsageError(`option ${token.rawName} needs a value`);
       }
-      if (spec.type === 'boolean' && token.value !== undefined) throw new UsageError(`option ${token.rawName} takes no value`);
+      if (spec.type === 'boolean' && token.value !== undefined)
+        throw new UsageError(`option ${token.rawName} takes no value`);
       const option = token.name as OptionName;
       if (!globalOptions.includes(option) && !command?.options.includes(option)) {
-        throw new UsageError(`option ${token.rawName} does not apply to ${name === undefined ? 'order-automation without a command' : name}`);
+        throw new UsageError(
+          `option ${token.rawName} does not apply to ${name === undefined ? 'order-automation without a command' : name}`,
+        );
       }
     }
     if (values.version) {
@@ -502,7 +630,13 @@ export async function main(argv: string[], io: Io = process): Promise<number> {
     if (!command) throw new UsageError(`no command given; the commands are ${Object.keys(commands).join(', ')}`);
     const url = databaseUrl(values['database-url']);
     // Progress goes to stderr, so that stdout holds only the result (and stays valid JSON with --json).
-    const { data, text } = await command.run({ url, args, values, log: (line) => fail(line), print: (line) => io.stdout.write(`${line}\n`) });
+    const { data, text } = await command.run({
+      url,
+      args,
+      values,
+      log: (line) => fail(line),
+      print: (line) => io.stdout.write(`${line}\n`),
+    });
     if (data !== undefined) io.stdout.write(`${values.json ? JSON.stringify(data, null, 2) : text}\n`);
     return 0;
   } catch (error) {
@@ -512,10 +646,14 @@ export async function main(argv: string[], io: Io = process): Promise<number> {
     }
     if (error instanceof OrderAutomationError || error instanceof pg.DatabaseError) {
       // The server's own errors (a database not migrated, say) are not bugs of this program: no stack either.
-      const hint = error.hint
-        ?? (error instanceof DatabaseUnreachableError ? `Check the server and the database URL (${urlSource(argv)}).` : undefined)
-        ?? (error instanceof pg.DatabaseError && ['3F000', '42P01', '42883'].includes(error.code ?? '')
-          ? 'Is order-automation installed in this database? Install it with order-automation migrate.' : undefined);
+      const hint =
+        error.hint ??
+        (error instanceof DatabaseUnreachableError
+          ? `Check the server and the database URL (${urlSource(argv)}).`
+          : undefined) ??
+        (error instanceof pg.DatabaseError && ['3F000', '42P01', '42883'].includes(error.code ?? '')
+          ? 'Is order-automation installed in this database? Install it with order-automation migrate.'
+          : undefined);
       fail(`order-automation: ${oneLine(sentence(error.message))}${hint ? ` ${oneLine(sentence(hint))}` : ''}`);
       return 1;
     }

@@ -36,7 +36,10 @@ export class PgCronUnavailableError extends OrderAutomationError {}
 /** The database could not be reached (refused, unknown host, bad credentials, no such database). */
 export class DatabaseUnreachableError extends OrderAutomationError {}
 
-const bySqlstate: Record<string, new (message: string, options: { sqlstate?: string; hint?: string; cause?: unknown }) => OrderAutomationError> = {
+const bySqlstate: Record<
+  string,
+  new (message: string, options: { sqlstate?: string; hint?: string; cause?: unknown }) => OrderAutomationError
+> = {
   OA001: InvalidTransitionError,
   OA002: InsufficientStockError,
   OA003: InsufficientBalanceError,
@@ -49,14 +52,36 @@ const bySqlstate: Record<string, new (message: string, options: { sqlstate?: str
 };
 
 // Connection-level failures: network errors of Node and the server's "who are you" refusals.
-const unreachableCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET',
-  '28P01', '28000', '3D000', '57P03']);
+const unreachableCodes = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ECONNRESET',
+  '28P01',
+  '28000',
+  '3D000',
+  '57P03',
+]);
 
-interface PgLikeError { code?: string; message?: string; hint?: string; constraint?: string; table?: string; cause?: unknown; errors?: unknown[] }
+interface PgLikeError {
+  code?: string;
+  message?: string;
+  hint?: string;
+  constraint?: string;
+  table?: string;
+  cause?: unknown;
+  errors?: unknown[];
+}
 
 function findCode(error: unknown): PgLikeError | undefined {
   // node-pg-migrate wraps errors; AggregateError (connect to localhost on ::1 and 127.0.0.1) nests them.
-  for (let e = error as PgLikeError | undefined, depth = 0; e && depth < 5; e = e.cause as PgLikeError | undefined, depth++) {
+  for (
+    let e = error as PgLikeError | undefined, depth = 0;
+    e && depth < 5;
+    e = e.cause as PgLikeError | undefined, depth++
+  ) {
     if (typeof e.code === 'string') return e;
     if (Array.isArray(e.errors) && e.errors.length > 0) return findCode(e.errors[0]);
   }
@@ -73,7 +98,10 @@ export function toOrderAutomationError(error: unknown): unknown {
   const Known = bySqlstate[code];
   if (Known) return new Known(message, { sqlstate: code, hint: pgError.hint, cause: error });
   if (code === '23514' && (pgError.table === 'settings' || pgError.table === 'store_settings')) {
-    return new InvalidSettingError(`setting refused: ${pgError.constraint ?? message}`, { sqlstate: code, cause: error });
+    return new InvalidSettingError(`setting refused: ${pgError.constraint ?? message}`, {
+      sqlstate: code,
+      cause: error,
+    });
   }
   if (code === '23503' && pgError.table === 'store_settings') {
     return new InvalidArgumentError(`no such store: ${message}`, { sqlstate: code, cause: error });
@@ -84,7 +112,8 @@ export function toOrderAutomationError(error: unknown): unknown {
   if (code === '2D000') {
     return new OrderAutomationError(
       'the procedures commit after each batch, so they cannot run inside a transaction block: call them outside BEGIN ... COMMIT',
-      { sqlstate: code, cause: error });
+      { sqlstate: code, cause: error },
+    );
   }
   return error;
 }

@@ -25,19 +25,39 @@ export interface ReadEventsOptions {
   limit?: number;
 }
 
-interface EventRow { id: string; order_id: string; from_state: number | null; to_state: number | null; cause: string; at: Date; note: string | null; xid: string }
+interface EventRow {
+  id: string;
+  order_id: string;
+  from_state: number | null;
+  to_state: number | null;
+  cause: string;
+  at: Date;
+  note: string | null;
+  xid: string;
+}
 
 function toEvent(r: Omit<EventRow, 'xid'>): OrderEvent {
-  return { id: Number(r.id), orderId: r.order_id, from: stateName(r.from_state), to: stateName(r.to_state), cause: r.cause, at: r.at, note: r.note };
+  return {
+    id: Number(r.id),
+    orderId: r.order_id,
+    from: stateName(r.from_state),
+    to: stateName(r.to_state),
+    cause: r.cause,
+    at: r.at,
+    note: r.note,
+  };
 }
 
 /** Events in id order: the history of one order, or of all orders after a given id. */
 export async function readOrderEvents(db: Db, options: ReadEventsOptions = {}): Promise<OrderEvent[]> {
-  const rows = await query<Omit<EventRow, 'xid'>>(db, `
+  const rows = await query<Omit<EventRow, 'xid'>>(
+    db,
+    `
     select id, order_id, from_state, to_state, cause, at, note from order_automation.order_event
      where id > $1::bigint and ($2::text is null or order_id = $2::text)
      order by id limit $3::integer`,
-    [options.afterId ?? 0, options.orderId ?? null, options.limit ?? 1000]);
+    [options.afterId ?? 0, options.orderId ?? null, options.limit ?? 1000],
+  );
   return rows.map(toEvent);
 }
 
@@ -54,7 +74,6 @@ export interface WatchOptions {
   onReconnect?: (error: unknown) => void;
 }
 
-
 /**
  * Order events as they are written, woken by NOTIFY on channel order_automation.
  *
@@ -70,41 +89,47 @@ export async function* watchEvents(db: Db, options: WatchOptions = {}): AsyncGen
   // Position: the last (xid, id) yielded. Unset until the first read decides where to begin.
   let position: { xid: string; id: string } | undefined;
   let wake: (() => void) | undefined;
-  const sleep = (ms: number) => new Promise<void>((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      wake = undefined;
-      resolve();
-    }
-    wake = done;
-    signal?.addEventListener('abort', done, { once: true });
-  });
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        wake = undefined;
+        resolve();
+      }
+      wake = done;
+      signal?.addEventListener('abort', done, { once: true });
+    });
 
   while (!signal?.aborted) {
     const client = new pg.Client(config);
     try {
-      client.on('error', () => undefined);  // surfaces as a failed query below
+      client.on('error', () => undefined); // surfaces as a failed query below
       await client.connect();
       client.on('notification', () => wake?.());
       await client.query('listen order_automation');
       if (!position) {
-        const start = await client.query<{ xid: string }>(options.afterId === undefined
-          ? 'select pg_snapshot_xmin(pg_current_snapshot())::text as xid'
-          : 'select coalesce(min(xid), pg_snapshot_xmin(pg_current_snapshot()))::text as xid from order_automation.order_event where id > $1',
-        options.afterId === undefined ? [] : [afterId]);
+        const start = await client.query<{ xid: string }>(
+          options.afterId === undefined
+            ? 'select pg_snapshot_xmin(pg_current_snapshot())::text as xid'
+            : 'select coalesce(min(xid), pg_snapshot_xmin(pg_current_snapshot()))::text as xid from order_automation.order_event where id > $1',
+          options.afterId === undefined ? [] : [afterId],
+        );
         // Just below the first transaction to read: xid8 '0' sorts below every real one.
         position = { xid: (BigInt(start.rows[0]!.xid) - 1n).toString(), id: String(Number.MAX_SAFE_INTEGER) };
       }
       while (!signal?.aborted) {
-        const { rows }: pg.QueryResult<EventRow> = await client.query<EventRow>(`
+        const { rows }: pg.QueryResult<EventRow> = await client.query<EventRow>(
+          `
           select e.id, e.order_id, e.from_state, e.to_state, e.cause, e.at, e.note, e.xid::text
             from order_automation.order_event e
            where (e.xid, e.id) > ($1::xid8, $2::bigint) and e.id > $3::bigint
              and e.xid < pg_snapshot_xmin(pg_current_snapshot())
            order by e.xid, e.id
-           limit 1000`, [position.xid, position.id, afterId]);
+           limit 1000`,
+          [position.xid, position.id, afterId],
+        );
         for (const r of rows) {
           position = { xid: r.xid, id: r.id };
           yield toEvent(r);

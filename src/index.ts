@@ -1,22 +1,52 @@
 // order-automation: the typed TypeScript face of the PostgreSQL package.
 export type { Db } from './db.js';
 export { migrate, migrationsDir, type MigrateOptions, type MigrateResult } from './migrate.js';
-export { cancelExpiredOrders, confirmShippedOrders, purgeCancelledOrders, purgeHistory, type RunOptions } from './automation.js';
+export {
+  cancelExpiredOrders,
+  confirmShippedOrders,
+  purgeCancelledOrders,
+  purgeHistory,
+  type RunOptions,
+} from './automation.js';
 export { setSchedule, pauseJob, resumeJob, type ScheduleChange } from './schedule.js';
 export { nextFireTime } from './cron.js';
 export { getStatus, type Status, type JobStatus, type LastRun } from './status.js';
 export {
-  getSettings, updateSettings, settingNames, type Settings,
-  getStoreSettings, setStoreSettings, clearStoreSettings, type StoreSettings,
+  getSettings,
+  updateSettings,
+  settingNames,
+  type Settings,
+  getStoreSettings,
+  setStoreSettings,
+  clearStoreSettings,
+  type StoreSettings,
 } from './settings.js';
 export { readOrderEvents, watchEvents, type OrderEvent, type ReadEventsOptions, type WatchOptions } from './events.js';
 export {
-  placeOrder, payOrder, shipOrder, confirmReceipt, cancelOrder, paymentStarted, extendReceipt, holdOrder, releaseOrder,
-  type PlaceOrder, type OrderLine,
+  placeOrder,
+  payOrder,
+  shipOrder,
+  confirmReceipt,
+  cancelOrder,
+  paymentStarted,
+  extendReceipt,
+  holdOrder,
+  releaseOrder,
+  type PlaceOrder,
+  type OrderLine,
 } from './orders.js';
 export { orderStates, jobNames, type Order, type OrderState, type JobName } from './types.js';
 export {
-  OrderAutomationError, InvalidTransitionError, InsufficientStockError, InsufficientBalanceError,
-  OrderNotModifiableError, OrderNotFoundError, InvalidArgumentError, InvalidSettingError,
-  PgCronUnavailableError, DatabaseUnreachableError, ReceiptAlreadyExtendedError, HoldConflictError,
+  OrderAutomationError,
+  InvalidTransitionError,
+  InsufficientStockError,
+  InsufficientBalanceError,
+  OrderNotModifiableError,
+  OrderNotFoundError,
+  InvalidArgumentError,
+  InvalidSettingError,
+  PgCronUnavailableError,
+  DatabaseUnreachableError,
+  ReceiptAlreadyExtendedError,
+  HoldConflictError,
 } from './errors.js';

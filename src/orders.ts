@@ -3,20 +3,35 @@
 import { type Db, query } from './db.js';
 import { type Order, type OrderRow, toOrder } from './types.js';
 
-export interface OrderLine { bookId: string; count: number; price: number | bigint }
+export interface OrderLine {
+  bookId: string;
+  count: number;
+  price: number | bigint;
+}
 
-export interface PlaceOrder { orderId: string; userId: string; storeId: string; items: OrderLine[] }
+export interface PlaceOrder {
+  orderId: string;
+  userId: string;
+  storeId: string;
+  items: OrderLine[];
+}
 
 /** Places an unpaid order and reserves its books (InsufficientStockError when the store is short). */
 export async function placeOrder(db: Db, order: PlaceOrder): Promise<Order> {
   const items = order.items.map((i) => ({ book_id: i.bookId, count: i.count, price: String(i.price) }));
-  const rows = await query<OrderRow>(db,
+  const rows = await query<OrderRow>(
+    db,
     'select * from order_automation.place_order($1::text, $2::text, $3::text, $4::jsonb)',
-    [order.orderId, order.userId, order.storeId, JSON.stringify(items)]);
+    [order.orderId, order.userId, order.storeId, JSON.stringify(items)],
+  );
   return toOrder(rows[0]!);
 }
 
-async function act(db: Db, fn: 'pay_order' | 'ship_order' | 'confirm_receipt' | 'cancel_order', orderId: string): Promise<Order> {
+async function act(
+  db: Db,
+  fn: 'pay_order' | 'ship_order' | 'confirm_receipt' | 'cancel_order',
+  orderId: string,
+): Promise<Order> {
   // fn is one of four fixed names, never user input.
   const rows = await query<OrderRow>(db, `select * from order_automation.${fn}($1::text)`, [orderId]);
   return toOrder(rows[0]!);

@@ -17,24 +17,42 @@ export async function setSchedule(db: Db, job: JobName, change: ScheduleChange):
   // pg_cron judges a schedule only where it lives and only for a scheduled job: judge it here too,
   // or a schedule it would refuse is stored now and breaks the next migrate.
   if (change.schedule !== undefined && nextFireTime(change.schedule) === null) {
-    throw new InvalidArgumentError(`"${change.schedule}" is not a cron schedule pg_cron accepts (five fields: minute hour day month weekday, e.g. "*/5 * * * *")`,
-      { sqlstate: 'OA006' });
+    throw new InvalidArgumentError(
+      `"${change.schedule}" is not a cron schedule pg_cron accepts (five fields: minute hour day month weekday, e.g. "*/5 * * * *")`,
+      { sqlstate: 'OA006' },
+    );
   }
   await withClient(db, async (client) => {
     await client.query('begin');
     try {
       // Validates the job, records the change, and applies it to pg_cron when it lives here.
-      await client.query('select order_automation.set_schedule($1::text, $2::text, $3::boolean)',
-        [job, change.schedule ?? null, change.active ?? null]);
-      const { rows } = await client.query<{ cron_database: string | null; jobname: string; schedule: string; active: boolean; here: boolean }>(`
+      await client.query('select order_automation.set_schedule($1::text, $2::text, $3::boolean)', [
+        job,
+        change.schedule ?? null,
+        change.active ?? null,
+      ]);
+      const { rows } = await client.query<{
+        cron_database: string | null;
+        jobname: string;
+        schedule: string;
+        active: boolean;
+        here: boolean;
+      }>(
+        `
         select cron_database, order_automation.cron_jobname(job) as jobname, schedule, active,
                cron_database = current_database() as here
-          from order_automation.job where job = $1`, [job]);
+          from order_automation.job where job = $1`,
+        [job],
+      );
       const row = rows[0]!;
       if (row.cron_database !== null && !row.here) {
         await withDatabase(db, row.cron_database, (cron) =>
-          cron.query('select cron.alter_job(jobid, schedule => $2, active => $3) from cron.job where jobname = $1',
-            [row.jobname, row.schedule, row.active]));
+          cron.query('select cron.alter_job(jobid, schedule => $2, active => $3) from cron.job where jobname = $1', [
+            row.jobname,
+            row.schedule,
+            row.active,
+          ]),
+        );
       }
       await client.query('commit');
     } catch (error) {

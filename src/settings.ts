@@ -26,13 +26,27 @@ export interface Settings {
 
 /** The settings' SQL names, as the CLI and the table spell them. */
 export const settingNames = {
-  paymentTimeout: 'payment_timeout', receiptTimeout: 'receipt_timeout', batchSize: 'batch_size', maxRunTime: 'max_run_time',
-  paymentGrace: 'payment_grace', receiptExtension: 'receipt_extension', remindBefore: 'remind_before',
-  purgeCancelledAfter: 'purge_cancelled_after', historyRetention: 'history_retention',
+  paymentTimeout: 'payment_timeout',
+  receiptTimeout: 'receipt_timeout',
+  batchSize: 'batch_size',
+  maxRunTime: 'max_run_time',
+  paymentGrace: 'payment_grace',
+  receiptExtension: 'receipt_extension',
+  remindBefore: 'remind_before',
+  purgeCancelledAfter: 'purge_cancelled_after',
+  historyRetention: 'history_retention',
 } as const satisfies Record<keyof Settings, string>;
 
-const intervalColumns = ['payment_timeout', 'receipt_timeout', 'max_run_time', 'payment_grace', 'receipt_extension',
-  'remind_before', 'purge_cancelled_after', 'history_retention'] as const;
+const intervalColumns = [
+  'payment_timeout',
+  'receipt_timeout',
+  'max_run_time',
+  'payment_grace',
+  'receipt_extension',
+  'remind_before',
+  'purge_cancelled_after',
+  'history_retention',
+] as const;
 
 /** Column list reading every setting under its TypeScript name (intervals as text). */
 const selectSettings = Object.entries(settingNames)
@@ -66,15 +80,28 @@ export async function updateSettings(db: Db, changes: Partial<Settings>): Promis
   if (changes.batchSize !== undefined && !Number.isInteger(changes.batchSize)) {
     throw new InvalidSettingError(`batch_size must be a whole number, not ${JSON.stringify(changes.batchSize)}`);
   }
-  const byColumn = Object.fromEntries(Object.entries(changes)
-    .filter(([key, value]) => key in settingNames && value !== undefined)
-    .map(([key, value]) => [settingNames[key as keyof Settings], value]));
+  const byColumn = Object.fromEntries(
+    Object.entries(changes)
+      .filter(([key, value]) => key in settingNames && value !== undefined)
+      .map(([key, value]) => [settingNames[key as keyof Settings], value]),
+  );
   // One static statement; each column changes only when its key is in the JSON object.
-  const assignments = [...intervalColumns.map((c) => `${c} = case when $1::jsonb ? '${c}' then ($1::jsonb ->> '${c}')::interval else ${c} end`),
-    `batch_size = case when $1::jsonb ? 'batch_size' then ($1::jsonb ->> 'batch_size')::integer else batch_size end`];
-  return judged(async () => (await query<Settings>(db,
-    `update order_automation.settings set ${assignments.join(', ')} returning ${selectSettings}`,
-    [JSON.stringify(byColumn)]))[0]!);
+  const assignments = [
+    ...intervalColumns.map(
+      (c) => `${c} = case when $1::jsonb ? '${c}' then ($1::jsonb ->> '${c}')::interval else ${c} end`,
+    ),
+    `batch_size = case when $1::jsonb ? 'batch_size' then ($1::jsonb ->> 'batch_size')::integer else batch_size end`,
+  ];
+  return judged(
+    async () =>
+      (
+        await query<Settings>(
+          db,
+          `update order_automation.settings set ${assignments.join(', ')} returning ${selectSettings}`,
+          [JSON.stringify(byColumn)],
+        )
+      )[0]!,
+  );
 }
 
 export interface StoreSettings {
@@ -93,18 +120,31 @@ export async function getStoreSettings(db: Db): Promise<StoreSettings[]> {
 }
 
 /** Sets a store's overrides (null: back to the global setting); keys left out keep their value. */
-export async function setStoreSettings(db: Db, storeId: string, changes: Partial<Omit<StoreSettings, 'storeId'>>): Promise<StoreSettings> {
+export async function setStoreSettings(
+  db: Db,
+  storeId: string,
+  changes: Partial<Omit<StoreSettings, 'storeId'>>,
+): Promise<StoreSettings> {
   const json = JSON.stringify({
     ...(changes.paymentTimeout !== undefined && { payment_timeout: changes.paymentTimeout }),
     ...(changes.receiptTimeout !== undefined && { receipt_timeout: changes.receiptTimeout }),
   });
-  return judged(async () => (await query<StoreSettings>(db, `
+  return judged(
+    async () =>
+      (
+        await query<StoreSettings>(
+          db,
+          `
     insert into order_automation.store_settings as s (store_id, payment_timeout, receipt_timeout)
     values ($1::text, ($2::jsonb ->> 'payment_timeout')::interval, ($2::jsonb ->> 'receipt_timeout')::interval)
     on conflict (store_id) do update set
       payment_timeout = case when $2::jsonb ? 'payment_timeout' then excluded.payment_timeout else s.payment_timeout end,
       receipt_timeout = case when $2::jsonb ? 'receipt_timeout' then excluded.receipt_timeout else s.receipt_timeout end
-    returning ${selectStore}`, [storeId, json]))[0]!);
+    returning ${selectStore}`,
+          [storeId, json],
+        )
+      )[0]!,
+  );
 }
 
 /** Removes a store's overrides: its new orders follow the global settings again. */

@@ -35,24 +35,47 @@ export interface JobStatus {
   nextDeadline: Date | null;
 }
 
-export interface Status { database: string; jobs: JobStatus[]; settings: Settings; storeSettings: StoreSettings[] }
-
-interface JobStatusRow {
-  job: JobName; schedule: string; active: boolean; cron_database: string | null; cron_jobname: string;
-  last_run_id: string | null; last_started_at: Date | null; last_finished_at: Date | null;
-  last_processed: string | null; last_failed: string | null; last_error: string | null;
-  due_now: string | null; held: string | null; next_deadline: Date | null; database: string;
+export interface Status {
+  database: string;
+  jobs: JobStatus[];
+  settings: Settings;
+  storeSettings: StoreSettings[];
 }
 
-async function cronActive(client: pg.ClientBase, names: string[]): Promise<Map<string, { active: boolean; schedule: string }>> {
+interface JobStatusRow {
+  job: JobName;
+  schedule: string;
+  active: boolean;
+  cron_database: string | null;
+  cron_jobname: string;
+  last_run_id: string | null;
+  last_started_at: Date | null;
+  last_finished_at: Date | null;
+  last_processed: string | null;
+  last_failed: string | null;
+  last_error: string | null;
+  due_now: string | null;
+  held: string | null;
+  next_deadline: Date | null;
+  database: string;
+}
+
+async function cronActive(
+  client: pg.ClientBase,
+  names: string[],
+): Promise<Map<string, { active: boolean; schedule: string }>> {
   const { rows } = await client.query<{ jobname: string; active: boolean; schedule: string }>(
-    'select jobname, active, schedule from cron.job where jobname = any ($1::text[])', [names]);
+    'select jobname, active, schedule from cron.job where jobname = any ($1::text[])',
+    [names],
+  );
   return new Map(rows.map((r) => [r.jobname, { active: r.active, schedule: r.schedule }]));
 }
 
 export async function getStatus(db: Db): Promise<Status> {
   return withClient(db, async (client) => {
-    const { rows } = await client.query<JobStatusRow>('select *, current_database() as database from order_automation.job_status()');
+    const { rows } = await client.query<JobStatusRow>(
+      'select *, current_database() as database from order_automation.job_status()',
+    );
     const settings = await getSettings(client);
     const storeSettings = await getStoreSettings(client);
     const database = rows[0]?.database ?? '';
@@ -61,9 +84,10 @@ export async function getStatus(db: Db): Promise<Status> {
     for (const cronDb of new Set(rows.map((r) => r.cron_database).filter((d): d is string => d !== null))) {
       const names = rows.filter((r) => r.cron_database === cronDb).map((r) => r.cron_jobname);
       try {
-        const found = cronDb === database
-          ? await cronActive(client, names)
-          : await withDatabase(db, cronDb, (other) => cronActive(other, names));
+        const found =
+          cronDb === database
+            ? await cronActive(client, names)
+            : await withDatabase(db, cronDb, (other) => cronActive(other, names));
         for (const [k, v] of found) cron.set(k, v);
       } catch {
         // pg_cron unreadable from here (no privilege, no connection): active stays unknown.
@@ -80,10 +104,17 @@ export async function getStatus(db: Db): Promise<Status> {
         cronJobName: r.cron_jobname,
         active,
         nextRunAt: active === false || r.cron_database === null ? null : nextFireTime(schedule),
-        lastRun: r.last_run_id === null ? null : {
-          id: Number(r.last_run_id), startedAt: r.last_started_at!, finishedAt: r.last_finished_at,
-          processed: Number(r.last_processed), failed: Number(r.last_failed), error: r.last_error,
-        },
+        lastRun:
+          r.last_run_id === null
+            ? null
+            : {
+                id: Number(r.last_run_id),
+                startedAt: r.last_started_at!,
+                finishedAt: r.last_finished_at,
+                processed: Number(r.last_processed),
+                failed: Number(r.last_failed),
+                error: r.last_error,
+              },
         dueNow: r.due_now === null ? null : Number(r.due_now),
         held: r.held === null ? null : Number(r.held),
         nextDeadline: r.next_deadline,

@@ -28,20 +28,45 @@ export interface Order {
 }
 
 export interface OrderRow {
-  order_id: string; user_id: string; store_id: string; state: number; created_at: Date;
-  paid_at: Date | null; shipped_at: Date | null; received_at: Date | null; cancelled_at: Date | null;
-  pay_deadline: Date | null; receipt_deadline: Date | null;
-  held_at: Date | null; hold_reason: string | null; receipt_extended_at: Date | null;
+  order_id: string;
+  user_id: string;
+  store_id: string;
+  state: number;
+  created_at: Date;
+  paid_at: Date | null;
+  shipped_at: Date | null;
+  received_at: Date | null;
+  cancelled_at: Date | null;
+  pay_deadline: Date | null;
+  receipt_deadline: Date | null;
+  held_at: Date | null;
+  hold_reason: string | null;
+  receipt_extended_at: Date | null;
 }
 
 export function toOrder(row: OrderRow): Order {
   return {
-    orderId: row.order_id, userId: row.user_id, storeId: row.store_id, state: stateName(row.state)!,
-    createdAt: row.created_at, paidAt: row.paid_at, shippedAt: row.shipped_at, receivedAt: row.received_at,
-    cancelledAt: row.cancelled_at, payDeadline: row.pay_deadline, receiptDeadline: row.receipt_deadline,
-    heldAt: row.held_at ?? null, holdReason: row.hold_reason ?? null, receiptExtendedAt: row.receipt_extended_at ?? null,
+    orderId: row.order_id,
+    userId: row.user_id,
+    storeId: row.store_id,
+    state: stateName(row.state)!,
+    createdAt: row.created_at,
+    paidAt: row.paid_at,
+    shippedAt: row.shipped_at,
+    receivedAt: row.received_at,
+    cancelledAt: row.cancelled_at,
+    payDeadline: row.pay_deadline,
+    receiptDeadline: row.receipt_deadline,
+    heldAt: row.held_at ?? null,
+    holdReason: row.hold_reason ?? null,
+    receiptExtendedAt: row.receipt_extended_at ?? null,
   };
 }
 
-export const jobNames = ['cancel_expired_orders', 'confirm_shipped_orders', 'purge_cancelled_orders', 'purge_history'] as const;
+export const jobNames = [
+  'cancel_expired_orders',
+  'confirm_shipped_orders',
+  'purge_cancelled_orders',
+  'purge_history',
+] as const;
 export type JobName = (typeof jobNames)[number];

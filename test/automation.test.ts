@@ -3,8 +3,16 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
-  cancelExpiredOrders, confirmReceipt, confirmShippedOrders, getStatus, InvalidArgumentError, OrderAutomationError,
-  payOrder, placeOrder, readOrderEvents, shipOrder,
+  cancelExpiredOrders,
+  confirmReceipt,
+  confirmShippedOrders,
+  getStatus,
+  InvalidArgumentError,
+  OrderAutomationError,
+  payOrder,
+  placeOrder,
+  readOrderEvents,
+  shipOrder,
 } from '../src/index.js';
 import { balanceOf, conserved, createTestDatabase, one, seedBookstore, stockOf, type TestDatabase } from './helpers.js';
 
@@ -20,32 +28,54 @@ beforeAll(async () => {
 afterAll(async () => db?.drop());
 
 /** Places `count` orders of one book each (set-based), optionally paid and shipped; returns their ids. */
-async function bulkOrders(count: number, state: 'unpaid' | 'paid' | 'shipped' = 'unpaid', prefix = `bulk${++n}_`): Promise<string[]> {
-  const { rows } = await db.pool.query<{ order_id: string }>(`
+async function bulkOrders(
+  count: number,
+  state: 'unpaid' | 'paid' | 'shipped' = 'unpaid',
+  prefix = `bulk${++n}_`,
+): Promise<string[]> {
+  const { rows } = await db.pool.query<{ order_id: string }>(
+    `
     insert into new_order (order_id, user_id, store_id)
     select $1 || i, 'buyer' || (1 + i % 8), 'store' || (1 + i % 4) from generate_series(1, $2::integer) i
-    returning order_id`, [prefix, count]);
+    returning order_id`,
+    [prefix, count],
+  );
   const ids = rows.map((r) => r.order_id);
-  await db.pool.query(`insert into new_order_detail (order_id, book_id, count, price)
-    select id, 'book' || (1 + length(id) % 5), 2, 150 from unnest($1::text[]) id`, [ids]);
+  await db.pool.query(
+    `insert into new_order_detail (order_id, book_id, count, price)
+    select id, 'book' || (1 + length(id) % 5), 2, 150 from unnest($1::text[]) id`,
+    [ids],
+  );
   if (state !== 'unpaid') await db.pool.query('update new_order set state = 1 where order_id = any($1)', [ids]);
   if (state === 'shipped') await db.pool.query('update new_order set state = 2 where order_id = any($1)', [ids]);
   return ids;
 }
 
 async function statesOf(ids: string[]): Promise<Record<number, number>> {
-  const { rows } = await db.pool.query<{ state: number; n: string }>('select state, count(*) n from new_order where order_id = any($1) group by state', [ids]);
+  const { rows } = await db.pool.query<{ state: number; n: string }>(
+    'select state, count(*) n from new_order where order_id = any($1) group by state',
+    [ids],
+  );
   return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
 }
 
 describe('auto-cancel of unpaid orders', () => {
   test('an unpaid order past its deadline is cancelled and its books return', async () => {
     const stock = await stockOf(db.pool, 'store3', 'book4');
-    const order = await placeOrder(db.pool, { orderId: `due${++n}`, userId: 'buyer1', storeId: 'store3', items: [{ bookId: 'book4', count: 7, price: 5 }] });
+    const order = await placeOrder(db.pool, {
+      orderId: `due${++n}`,
+      userId: 'buyer1',
+      storeId: 'store3',
+      items: [{ bookId: 'book4', count: 7, price: 5 }],
+    });
     expect(await stockOf(db.pool, 'store3', 'book4')).toBe(stock - 7);
     const { cancelled } = await cancelExpiredOrders(db.pool, { asOf: later(hour) });
     expect(cancelled).toBeGreaterThanOrEqual(1);
-    const row = await one<{ state: number; cancelled_at: Date }>(db.pool, 'select state, cancelled_at from new_order where order_id = $1', [order.orderId]);
+    const row = await one<{ state: number; cancelled_at: Date }>(
+      db.pool,
+      'select state, cancelled_at from new_order where order_id = $1',
+      [order.orderId],
+    );
     expect(row.state).toBe(4);
     expect(await stockOf(db.pool, 'store3', 'book4')).toBe(stock);
     const events = await readOrderEvents(db.pool, { orderId: order.orderId });
@@ -55,7 +85,7 @@ describe('auto-cancel of unpaid orders', () => {
   test('an order before its deadline, and a paid order, are left alone', async () => {
     const fresh = await bulkOrders(3);
     const paid = await bulkOrders(3, 'paid');
-    const { cancelled } = await cancelExpiredOrders(db.pool);  // as_of = now: nothing placed just now is due
+    const { cancelled } = await cancelExpiredOrders(db.pool); // as_of = now: nothing placed just now is due
     expect(cancelled).toBe(0);
     expect(await statesOf(fresh)).toEqual({ 0: 3 });
     await cancelExpiredOrders(db.pool, { asOf: later(hour) });
@@ -66,8 +96,11 @@ describe('auto-cancel of unpaid orders', () => {
   test('as_of decides what is due: an order is due exactly when pay_deadline <= as_of', async () => {
     const [id] = await bulkOrders(1);
     // A deadline JavaScript can represent exactly (whole milliseconds).
-    const { pay_deadline } = await one<{ pay_deadline: Date }>(db.pool,
-      `update new_order set pay_deadline = date_trunc('second', now()) + interval '5 minutes' where order_id = $1 returning pay_deadline`, [id]);
+    const { pay_deadline } = await one<{ pay_deadline: Date }>(
+      db.pool,
+      `update new_order set pay_deadline = date_trunc('second', now()) + interval '5 minutes' where order_id = $1 returning pay_deadline`,
+      [id],
+    );
     await cancelExpiredOrders(db.pool, { asOf: new Date(pay_deadline.getTime() - 1) });
     expect(await statesOf([id!])).toEqual({ 0: 1 });
     await cancelExpiredOrders(db.pool, { asOf: pay_deadline });
@@ -77,7 +110,12 @@ describe('auto-cancel of unpaid orders', () => {
 
 describe('auto-confirm of shipped orders', () => {
   test('a shipped order past its receipt deadline is marked received and the seller is paid', async () => {
-    const order = await placeOrder(db.pool, { orderId: `ship${++n}`, userId: 'buyer2', storeId: 'store4', items: [{ bookId: 'book1', count: 3, price: 700 }] });
+    const order = await placeOrder(db.pool, {
+      orderId: `ship${++n}`,
+      userId: 'buyer2',
+      storeId: 'store4',
+      items: [{ bookId: 'book1', count: 3, price: 700 }],
+    });
     await payOrder(db.pool, order.orderId);
     await shipOrder(db.pool, order.orderId);
     const seller = await balanceOf(db.pool, 'seller4');
@@ -106,10 +144,16 @@ describe('batches and runs', () => {
     expect(cancelled).toBe(25);
     expect(await statesOf(ids)).toEqual({ 4: 25 });
     // now() is the transaction's start: three batches are three transactions.
-    const tx = await one<{ n: string }>(db.pool, `select count(distinct at) n from order_automation.order_event where order_id = any($1) and cause = 'payment_timeout'`, [ids]);
+    const tx = await one<{ n: string }>(
+      db.pool,
+      `select count(distinct at) n from order_automation.order_event where order_id = any($1) and cause = 'payment_timeout'`,
+      [ids],
+    );
     expect(Number(tx.n)).toBe(3);
-    const run = await one<{ processed: string; batch_size: number; finished_at: Date | null; error: string | null }>(db.pool,
-      `select processed, batch_size, finished_at, error from order_automation.run where job = 'cancel_expired_orders' order by id desc limit 1`);
+    const run = await one<{ processed: string; batch_size: number; finished_at: Date | null; error: string | null }>(
+      db.pool,
+      `select processed, batch_size, finished_at, error from order_automation.run where job = 'cancel_expired_orders' order by id desc limit 1`,
+    );
     expect(run).toMatchObject({ processed: '25', batch_size: 10, error: null });
     expect(run.finished_at).toBeInstanceOf(Date);
   });
@@ -158,12 +202,23 @@ describe('batches and runs', () => {
       const { cancelled } = await cancelExpiredOrders(db.pool, { asOf: later(hour), batchSize: 10 });
       expect(cancelled).toBe(29);
       expect(await statesOf(ids)).toEqual({ 0: 1, 4: 29 });
-      const failure = await one<{ order_id: string; sqlstate: string; message: string; failed: string }>(db.pool, `
+      const failure = await one<{ order_id: string; sqlstate: string; message: string; failed: string }>(
+        db.pool,
+        `
         select f.order_id, f.sqlstate, f.message, r.failed from order_automation.order_failure f
-          join order_automation.run r on r.id = f.run_id order by f.id desc limit 1`);
-      expect(failure).toEqual({ order_id: bad, sqlstate: 'P0001', message: `the warehouse is counting order ${bad}`, failed: '1' });
+          join order_automation.run r on r.id = f.run_id order by f.id desc limit 1`,
+      );
+      expect(failure).toEqual({
+        order_id: bad,
+        sqlstate: 'P0001',
+        message: `the warehouse is counting order ${bad}`,
+        failed: '1',
+      });
       const status = await getStatus(db.pool);
-      expect(status.jobs.find((j) => j.job === 'cancel_expired_orders')!.lastRun).toMatchObject({ processed: 29, failed: 1 });
+      expect(status.jobs.find((j) => j.job === 'cancel_expired_orders')!.lastRun).toMatchObject({
+        processed: 29,
+        failed: 1,
+      });
     } finally {
       await db.pool.query('drop trigger refuse_one on public.new_order; drop function public.refuse_one()');
     }
@@ -191,11 +246,13 @@ describe('batches and runs', () => {
 
 describe('at most once, with real parallel connections', () => {
   async function parallel<T>(count: number, work: (client: pg.Client, i: number) => Promise<T>): Promise<T[]> {
-    const clients = await Promise.all(Array.from({ length: count }, async () => {
-      const c = new pg.Client({ connectionString: db.url });
-      await c.connect();
-      return c;
-    }));
+    const clients = await Promise.all(
+      Array.from({ length: count }, async () => {
+        const c = new pg.Client({ connectionString: db.url });
+        await c.connect();
+        return c;
+      }),
+    );
     try {
       return await Promise.all(clients.map((c, i) => work(c, i)));
     } finally {
@@ -206,11 +263,17 @@ describe('at most once, with real parallel connections', () => {
   test('four runners of the same procedure at once cancel each order exactly once', async () => {
     const start = await conserved(db.pool);
     const ids = await bulkOrders(2000, 'unpaid', `race${++n}_`);
-    const counts = await parallel(4, (c) => cancelExpiredOrders(c, { asOf: later(hour), batchSize: 50 }).then((r) => r.cancelled));
+    const counts = await parallel(4, (c) =>
+      cancelExpiredOrders(c, { asOf: later(hour), batchSize: 50 }).then((r) => r.cancelled),
+    );
     expect(counts.reduce((a, b) => a + b, 0)).toBe(2000);
     expect(await statesOf(ids)).toEqual({ 4: 2000 });
-    const twice = await one<{ n: string }>(db.pool, `select count(*) n from (select order_id from order_automation.order_event
-      where order_id = any($1) and to_state = 4 group by order_id having count(*) <> 1) x`, [ids]);
+    const twice = await one<{ n: string }>(
+      db.pool,
+      `select count(*) n from (select order_id from order_automation.order_event
+      where order_id = any($1) and to_state = 4 group by order_id having count(*) <> 1) x`,
+      [ids],
+    );
     expect(twice.n).toBe('0');
     expect(await conserved(db.pool)).toEqual(start);
   });
@@ -222,15 +285,19 @@ describe('at most once, with real parallel connections', () => {
     const results = await parallel(10, async (c, i) => {
       if (i < 2) {
         let total = 0;
-        for (let k = 0; k < 5; k++) total += (await cancelExpiredOrders(c, { asOf: later(hour), batchSize: 100 })).cancelled;
+        for (let k = 0; k < 5; k++)
+          total += (await cancelExpiredOrders(c, { asOf: later(hour), batchSize: 100 })).cancelled;
         return { cancelled: total, paid: 0 };
       }
       let paid = 0;
       for (let k = i - 2; k < shuffled.length; k += 8) {
-        await payOrder(c, shuffled[k]!).then(() => paid++, (e: unknown) => {
-          // The only acceptable refusal: the canceller got there first.
-          if ((e as OrderAutomationError).sqlstate !== 'OA001') throw e;
-        });
+        await payOrder(c, shuffled[k]!).then(
+          () => paid++,
+          (e: unknown) => {
+            // The only acceptable refusal: the canceller got there first.
+            if ((e as OrderAutomationError).sqlstate !== 'OA001') throw e;
+          },
+        );
       }
       return { cancelled: 0, paid };
     });
@@ -239,8 +306,12 @@ describe('at most once, with real parallel connections', () => {
     const states = await statesOf(ids);
     expect(cancelled + paid).toBe(2000);
     expect(states).toEqual(Object.fromEntries(Object.entries({ 1: paid, 4: cancelled }).filter(([, v]) => v > 0)));
-    const both = await one<{ n: string }>(db.pool, `select count(*) n from (select order_id from order_automation.order_event
-      where order_id = any($1) and to_state in (1, 4) group by order_id having count(*) <> 1) x`, [ids]);
+    const both = await one<{ n: string }>(
+      db.pool,
+      `select count(*) n from (select order_id from order_automation.order_event
+      where order_id = any($1) and to_state in (1, 4) group by order_id having count(*) <> 1) x`,
+      [ids],
+    );
     expect(both.n).toBe('0');
     expect(await conserved(db.pool)).toEqual(start);
     await db.pool.query('update new_order set state = 4 where order_id = any($1) and state = 1', [ids]);
@@ -248,15 +319,19 @@ describe('at most once, with real parallel connections', () => {
 
   test('a manual confirm racing the auto-confirm credits the seller exactly once', async () => {
     const ids = await bulkOrders(800, 'shipped', `recv${++n}_`);
-    const sellers = async () => Number((await one<{ s: string }>(db.pool, `select sum(balance) s from "user" where user_id like 'seller%'`)).s);
+    const sellers = async () =>
+      Number((await one<{ s: string }>(db.pool, `select sum(balance) s from "user" where user_id like 'seller%'`)).s);
     const before = await sellers();
     const results = await parallel(6, async (c, i) => {
       if (i < 2) return (await confirmShippedOrders(c, { asOf: later(hour), batchSize: 40 })).confirmed;
       let confirmed = 0;
       for (let k = i - 2; k < ids.length; k += 4) {
-        await confirmReceipt(c, ids[k]!).then(() => confirmed++, (e: unknown) => {
-          if ((e as OrderAutomationError).sqlstate !== 'OA001') throw e;
-        });
+        await confirmReceipt(c, ids[k]!).then(
+          () => confirmed++,
+          (e: unknown) => {
+            if ((e as OrderAutomationError).sqlstate !== 'OA001') throw e;
+          },
+        );
       }
       return confirmed;
     });

@@ -10,14 +10,19 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const run = promisify(execFile);
 const placeOrder = `select order_automation.place_order($1, 'buyer1', 'store1', '[{"book_id":"book1","count":1,"price":10}]')`;
 
-interface Outcome { code: number; stdout: string; stderr: string }
+interface Outcome {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** Runs the CLI with DATABASE_URL set to `url` (unset when null), never inheriting the suite's own. */
 async function cli(args: string[], url: string | null): Promise<Outcome> {
   const { DATABASE_URL: _ignored, ORDER_AUTOMATION_SCHEDULE: _also, ...env } = process.env;
   try {
     const { stdout, stderr } = await run('node_modules/.bin/tsx', ['src/cli.ts', ...args], {
-      cwd: root, env: url === null ? env : { ...env, DATABASE_URL: url },
+      cwd: root,
+      env: url === null ? env : { ...env, DATABASE_URL: url },
     });
     return { code: 0, stdout, stderr };
   } catch (error) {
@@ -29,13 +34,21 @@ async function cli(args: string[], url: string | null): Promise<Outcome> {
 
 /** A message fit for a user: one paragraph, no stack trace. */
 function expectOneParagraph(stderr: string): void {
-  expect(stderr.trim().split('\n').filter((line) => !line.startsWith('Run order-automation --help'))).toHaveLength(1);
+  expect(
+    stderr
+      .trim()
+      .split('\n')
+      .filter((line) => !line.startsWith('Run order-automation --help')),
+  ).toHaveLength(1);
   expect(stderr).not.toMatch(/^\s+at /m);
 }
 
 let db: TestDatabase;
-const settingsRow = () => one<{ payment_timeout: string; batch_size: number }>(db.pool,
-  'select payment_timeout::text, batch_size from order_automation.settings');
+const settingsRow = () =>
+  one<{ payment_timeout: string; batch_size: number }>(
+    db.pool,
+    'select payment_timeout::text, batch_size from order_automation.settings',
+  );
 
 beforeAll(async () => {
   db = await createTestDatabase();
@@ -58,9 +71,18 @@ test.concurrent('status shows both jobs, their schedule and the settings, as a t
   expect(text.stdout).toMatch(/^batch_size\s+500$/m);
 
   expect(json.code).toBe(0);
-  const status = JSON.parse(json.stdout) as { database: string; jobs: { job: string; active: boolean; dueNow: number; nextDeadline: string }[]; settings: { batchSize: number } };
+  const status = JSON.parse(json.stdout) as {
+    database: string;
+    jobs: { job: string; active: boolean; dueNow: number; nextDeadline: string }[];
+    settings: { batchSize: number };
+  };
   expect(status.database).toBe(db.name);
-  expect(status.jobs.map((j) => j.job)).toEqual(['cancel_expired_orders', 'confirm_shipped_orders', 'purge_cancelled_orders', 'purge_history']);
+  expect(status.jobs.map((j) => j.job)).toEqual([
+    'cancel_expired_orders',
+    'confirm_shipped_orders',
+    'purge_cancelled_orders',
+    'purge_history',
+  ]);
   expect(status.jobs[0]).toMatchObject({ active: false, dueNow: 0 });
   expect(new Date(status.jobs[0]!.nextDeadline).toISOString()).toBe(status.jobs[0]!.nextDeadline);
   expect(status.settings.batchSize).toBe(500);
@@ -72,7 +94,10 @@ test.concurrent('run cancel with --as-of past the deadline cancels the unpaid or
     await seedBookstore(own.pool);
     await own.pool.query(placeOrder, ['o2']);
     const later = new Date(Date.now() + 3_600_000).toISOString();
-    const [now, afterDeadline] = await Promise.all([cli(['run', 'cancel'], own.url), cli(['run', 'cancel', '--as-of', later, '--batch-size', '10'], own.url)]);
+    const [now, afterDeadline] = await Promise.all([
+      cli(['run', 'cancel'], own.url),
+      cli(['run', 'cancel', '--as-of', later, '--batch-size', '10'], own.url),
+    ]);
     expect(now).toMatchObject({ code: 0, stdout: 'cancelled 0 orders\n' });
     expect(afterDeadline).toMatchObject({ code: 0, stdout: 'cancelled 1 order\n', stderr: '' });
     expect((await one<{ state: number }>(own.pool, `select state from new_order where order_id = 'o2'`)).state).toBe(4);
@@ -82,10 +107,17 @@ test.concurrent('run cancel with --as-of past the deadline cancels the unpaid or
 });
 
 test.concurrent('events lists the placed order, as a table or as JSON', async () => {
-  const [text, json] = await Promise.all([cli(['events', '--order', 'o1'], db.url), cli(['events', '--order', 'o1', '--limit', '1', '--json'], db.url)]);
+  const [text, json] = await Promise.all([
+    cli(['events', '--order', 'o1'], db.url),
+    cli(['events', '--order', 'o1', '--limit', '1', '--json'], db.url),
+  ]);
   expect(text.code).toBe(0);
-  expect(text.stdout).toMatch(/^id\s+order\s+from\s+to\s+cause\s+at\s+note\n\d+\s+o1\s+-\s+unpaid\s+place_order\s+\d{4}-/);
-  expect(JSON.parse(json.stdout)).toEqual([expect.objectContaining({ orderId: 'o1', from: null, to: 'unpaid', cause: 'place_order' })]);
+  expect(text.stdout).toMatch(
+    /^id\s+order\s+from\s+to\s+cause\s+at\s+note\n\d+\s+o1\s+-\s+unpaid\s+place_order\s+\d{4}-/,
+  );
+  expect(JSON.parse(json.stdout)).toEqual([
+    expect.objectContaining({ orderId: 'o1', from: null, to: 'unpaid', cause: 'place_order' }),
+  ]);
 });
 
 test.concurrent('migrate on a migrated database says it is already up to date', async () => {
@@ -106,20 +138,26 @@ test.concurrent('--help prints the usage of every command', async () => {
 test.concurrent('an unknown setting is a usage error that lists the settings', async () => {
   const unknown = await cli(['settings', 'set', 'nosuch=1'], db.url);
   expect(unknown.code).toBe(2);
-  expect(unknown.stderr).toBe('order-automation: unknown setting "nosuch"; the settings are payment_timeout, receipt_timeout, batch_size, max_run_time, payment_grace, receipt_extension, remind_before, purge_cancelled_after, history_retention.\n'
-    + 'Run order-automation --help for usage.\n');
+  expect(unknown.stderr).toBe(
+    'order-automation: unknown setting "nosuch"; the settings are payment_timeout, receipt_timeout, batch_size, max_run_time, payment_grace, receipt_extension, remind_before, purge_cancelled_after, history_retention.\n' +
+      'Run order-automation --help for usage.\n',
+  );
 });
 
 test.concurrent('an unknown command is a usage error pointing to --help', async () => {
   const unknown = await cli(['frobnicate'], db.url);
   expect(unknown).toMatchObject({ code: 2, stdout: '' });
-  expect(unknown.stderr).toMatch(/^order-automation: unknown command "frobnicate".*\nRun order-automation --help for usage\.\n$/);
+  expect(unknown.stderr).toMatch(
+    /^order-automation: unknown command "frobnicate".*\nRun order-automation --help for usage\.\n$/,
+  );
 });
 
 test.concurrent('without DATABASE_URL or --database-url the command says how to give the database', async () => {
   const missing = await cli(['status'], null);
   expect(missing.code).toBe(2);
-  expect(missing.stderr).toMatch(/^order-automation: no database given: pass --database-url .* or set DATABASE_URL\.\n/);
+  expect(missing.stderr).toMatch(
+    /^order-automation: no database given: pass --database-url .* or set DATABASE_URL\.\n/,
+  );
 });
 
 test.concurrent('an unreachable database fails with one paragraph, no stack trace and no password', async () => {
@@ -136,7 +174,9 @@ test('settings set changes the settings, and settings get shows them', async () 
   expect(set.code).toBe(0);
   expect(set.stdout).toMatch(/^payment_timeout\s+00:15:00$/m);
   const [text, json] = await Promise.all([cli(['settings'], db.url), cli(['settings', 'get', '--json'], db.url)]);
-  expect(text.stdout).toMatch(/^payment_timeout\s+00:15:00\nreceipt_timeout\s+00:01:00\nbatch_size\s+500\nmax_run_time\s+\S+\n(.*\n){2}remind_before\s+off\n/);
+  expect(text.stdout).toMatch(
+    /^payment_timeout\s+00:15:00\nreceipt_timeout\s+00:01:00\nbatch_size\s+500\nmax_run_time\s+\S+\n(.*\n){2}remind_before\s+off\n/,
+  );
   expect(JSON.parse(json.stdout)).toMatchObject({ paymentTimeout: '00:15:00', batchSize: 500 });
   expect(await settingsRow()).toEqual({ payment_timeout: '00:15:00', batch_size: 500 });
 });

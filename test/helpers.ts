@@ -32,7 +32,9 @@ export async function createTestDatabase(options: { template?: string | null } =
   const url = databaseUrl(inject('serverUrl'), name);
   const pool = new pg.Pool({ connectionString: url, max: 20 });
   return {
-    name, url, pool,
+    name,
+    url,
+    pool,
     async drop() {
       await pool.end();
       await admin((c) => c.query(`drop database if exists ${name} with (force)`));
@@ -48,7 +50,10 @@ export interface Bookstore {
 }
 
 /** Seeds users with balance, stores owned by sellers, and stock of every book in every store. */
-export async function seedBookstore(db: pg.Pool | pg.ClientBase, options: { buyers?: number; stores?: number; books?: number; balance?: number; stock?: number } = {}): Promise<Bookstore> {
+export async function seedBookstore(
+  db: pg.Pool | pg.ClientBase,
+  options: { buyers?: number; stores?: number; books?: number; balance?: number; stock?: number } = {},
+): Promise<Bookstore> {
   const { buyers = 3, stores = 2, books = 3, balance = 100_000, stock = 100 } = options;
   const shop: Bookstore = {
     buyers: Array.from({ length: buyers }, (_, i) => `buyer${i + 1}`),
@@ -58,32 +63,53 @@ export async function seedBookstore(db: pg.Pool | pg.ClientBase, options: { buye
   };
   await db.query(`insert into "user" (user_id, balance) select unnest($1::text[]), $2::bigint`, [shop.buyers, balance]);
   await db.query(`insert into "user" (user_id, balance) select unnest($1::text[]), 0`, [shop.sellers]);
-  await db.query('insert into user_store (store_id, user_id) select unnest($1::text[]), unnest($2::text[])', [shop.stores, shop.sellers]);
-  await db.query('insert into store (store_id, book_id, stock_level) select s, b, $3 from unnest($1::text[]) s, unnest($2::text[]) b',
-    [shop.stores, shop.books, stock]);
+  await db.query('insert into user_store (store_id, user_id) select unnest($1::text[]), unnest($2::text[])', [
+    shop.stores,
+    shop.sellers,
+  ]);
+  await db.query(
+    'insert into store (store_id, book_id, stock_level) select s, b, $3 from unnest($1::text[]) s, unnest($2::text[]) b',
+    [shop.stores, shop.books, stock],
+  );
   return shop;
 }
 
-export async function one<T extends pg.QueryResultRow>(db: pg.Pool | pg.ClientBase, text: string, values: unknown[] = []): Promise<T> {
+export async function one<T extends pg.QueryResultRow>(
+  db: pg.Pool | pg.ClientBase,
+  text: string,
+  values: unknown[] = [],
+): Promise<T> {
   const { rows } = await db.query<T>(text, values);
   if (rows.length !== 1) throw new Error(`expected one row, got ${rows.length}: ${text}`);
   return rows[0]!;
 }
 
 export async function stockOf(db: pg.Pool | pg.ClientBase, storeId: string, bookId: string): Promise<number> {
-  return (await one<{ stock_level: number }>(db, 'select stock_level from store where store_id = $1 and book_id = $2', [storeId, bookId])).stock_level;
+  return (
+    await one<{ stock_level: number }>(db, 'select stock_level from store where store_id = $1 and book_id = $2', [
+      storeId,
+      bookId,
+    ])
+  ).stock_level;
 }
 
 export async function balanceOf(db: pg.Pool | pg.ClientBase, userId: string): Promise<number> {
-  return Number((await one<{ balance: string }>(db, 'select balance from "user" where user_id = $1', [userId])).balance);
+  return Number(
+    (await one<{ balance: string }>(db, 'select balance from "user" where user_id = $1', [userId])).balance,
+  );
 }
 
 /** SPEC §3's conserved quantities: money (balances + totals held by paid/shipped orders) and stock per store/book. */
-export async function conserved(db: pg.Pool | pg.ClientBase): Promise<{ money: number; stock: Record<string, number> }> {
-  const money = await one<{ money: string }>(db, `
+export async function conserved(
+  db: pg.Pool | pg.ClientBase,
+): Promise<{ money: number; stock: Record<string, number> }> {
+  const money = await one<{ money: string }>(
+    db,
+    `
     select (select coalesce(sum(balance), 0) from "user")
          + (select coalesce(sum(d.count::bigint * d.price), 0) from new_order o join new_order_detail d using (order_id) where o.state in (1, 2))
-           as money`);
+           as money`,
+  );
   const { rows } = await db.query<{ key: string; total: string }>(`
     select s.store_id || '/' || s.book_id as key,
            s.stock_level + coalesce((select sum(d.count) from new_order o join new_order_detail d using (order_id)

@@ -2,8 +2,16 @@
 // change is refused with its documented SQLSTATE and a message naming the order.
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import {
-  cancelOrder, confirmReceipt, InsufficientBalanceError, InsufficientStockError, InvalidTransitionError,
-  OrderNotFoundError, payOrder, placeOrder, readOrderEvents, shipOrder,
+  cancelOrder,
+  confirmReceipt,
+  InsufficientBalanceError,
+  InsufficientStockError,
+  InvalidTransitionError,
+  OrderNotFoundError,
+  payOrder,
+  placeOrder,
+  readOrderEvents,
+  shipOrder,
 } from '../src/index.js';
 import { balanceOf, conserved, createTestDatabase, one, seedBookstore, stockOf, type TestDatabase } from './helpers.js';
 
@@ -17,12 +25,27 @@ beforeAll(async () => {
 });
 afterAll(async () => db?.drop());
 
-async function place(items: [string, number, number][] = [['book1', 2, 300], ['book2', 1, 400]], buyer = 'buyer1', store = 'store1') {
-  return placeOrder(db.pool, { orderId: nextId(), userId: buyer, storeId: store, items: items.map(([bookId, count, price]) => ({ bookId, count, price })) });
+async function place(
+  items: [string, number, number][] = [
+    ['book1', 2, 300],
+    ['book2', 1, 400],
+  ],
+  buyer = 'buyer1',
+  store = 'store1',
+) {
+  return placeOrder(db.pool, {
+    orderId: nextId(),
+    userId: buyer,
+    storeId: store,
+    items: items.map(([bookId, count, price]) => ({ bookId, count, price })),
+  });
 }
 
 async function sqlError(promise: Promise<unknown>): Promise<{ code: string; message: string }> {
-  const error = await promise.then(() => undefined, (e: { code: string; message: string }) => e);
+  const error = await promise.then(
+    () => undefined,
+    (e: { code: string; message: string }) => e,
+  );
   expect(error, 'expected the database to refuse').toBeDefined();
   return error!;
 }
@@ -38,20 +61,28 @@ describe('placing an order', () => {
 
   test('a pay deadline given by the app is kept', async () => {
     const id = nextId();
-    const row = await one<{ pay_deadline: Date }>(db.pool,
-      `insert into new_order (order_id, user_id, store_id, pay_deadline) values ($1, 'buyer1', 'store1', '2030-01-01T00:00:00Z') returning pay_deadline`, [id]);
+    const row = await one<{ pay_deadline: Date }>(
+      db.pool,
+      `insert into new_order (order_id, user_id, store_id, pay_deadline) values ($1, 'buyer1', 'store1', '2030-01-01T00:00:00Z') returning pay_deadline`,
+      [id],
+    );
     expect(row.pay_deadline.toISOString()).toBe('2030-01-01T00:00:00.000Z');
   });
 
   test('an order cannot be inserted in any state but unpaid (OA001)', async () => {
-    const error = await sqlError(db.pool.query(`insert into new_order (order_id, user_id, store_id, state) values ('x1', 'buyer1', 'store1', 1)`));
+    const error = await sqlError(
+      db.pool.query(`insert into new_order (order_id, user_id, store_id, state) values ('x1', 'buyer1', 'store1', 1)`),
+    );
     expect(error.code).toBe('OA001');
     expect(error.message).toContain('x1');
   });
 
   test('ordering more books than the store has is refused and nothing changes (OA002)', async () => {
     const before = await stockOf(db.pool, 'store1', 'book3');
-    const error = await place([['book3', 1, 10], ['book2', 1000, 10]]).catch((e: unknown) => e);
+    const error = await place([
+      ['book3', 1, 10],
+      ['book2', 1000, 10],
+    ]).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InsufficientStockError);
     expect((error as Error).message).toMatch(/order order\d+: store store1 has \d+ of book book2, 1000 wanted/);
     expect(await stockOf(db.pool, 'store1', 'book3')).toBe(before);
@@ -75,7 +106,13 @@ describe('placing an order', () => {
 
 describe('paying, shipping, receiving', () => {
   test('paying takes the total from the buyer and stamps paid_at', async () => {
-    const order = await place([['book1', 2, 300], ['book2', 1, 400]], 'buyer2');
+    const order = await place(
+      [
+        ['book1', 2, 300],
+        ['book2', 1, 400],
+      ],
+      'buyer2',
+    );
     const before = await balanceOf(db.pool, 'buyer2');
     const paid = await payOrder(db.pool, order.orderId);
     expect(paid.state).toBe('paid');
@@ -90,7 +127,9 @@ describe('paying, shipping, receiving', () => {
     expect(error).toBeInstanceOf(InsufficientBalanceError);
     expect((error as Error).message).toBe(`order ${order.orderId}: buyer buyer3 has not enough balance to pay for it`);
     expect(await balanceOf(db.pool, 'buyer3')).toBe(before);
-    expect((await one<{ state: number }>(db.pool, 'select state from new_order where order_id = $1', [order.orderId])).state).toBe(0);
+    expect(
+      (await one<{ state: number }>(db.pool, 'select state from new_order where order_id = $1', [order.orderId])).state,
+    ).toBe(0);
   });
 
   test('shipping stamps shipped_at and sets receipt_deadline = shipped_at + receipt_timeout', async () => {
@@ -118,14 +157,21 @@ describe('paying, shipping, receiving', () => {
     const seller = await balanceOf(db.pool, 'seller2');
     await db.pool.query('update new_order set state = 1 where order_id = $1', [order.orderId]);
     await db.pool.query('update new_order set state = 2 where order_id = $1', [order.orderId]);
-    const row = await one<{ shipped_at: Date; receipt_deadline: Date }>(db.pool, 'select shipped_at, receipt_deadline from new_order where order_id = $1', [order.orderId]);
+    const row = await one<{ shipped_at: Date; receipt_deadline: Date }>(
+      db.pool,
+      'select shipped_at, receipt_deadline from new_order where order_id = $1',
+      [order.orderId],
+    );
     expect(row.receipt_deadline.getTime() - row.shipped_at.getTime()).toBe(60_000);
     await db.pool.query('update new_order set state = 3 where order_id = $1', [order.orderId]);
     expect(await balanceOf(db.pool, 'buyer1')).toBe(buyer - 100);
     expect(await balanceOf(db.pool, 'seller2')).toBe(seller + 100);
     const events = await readOrderEvents(db.pool, { orderId: order.orderId });
     expect(events.map((e) => [e.from, e.to, e.cause])).toEqual([
-      [null, 'unpaid', 'place_order'], ['unpaid', 'paid', 'sql'], ['paid', 'shipped', 'sql'], ['shipped', 'received', 'sql'],
+      [null, 'unpaid', 'place_order'],
+      ['unpaid', 'paid', 'sql'],
+      ['paid', 'shipped', 'sql'],
+      ['shipped', 'received', 'sql'],
     ]);
   });
 
@@ -166,24 +212,36 @@ describe('refused changes', () => {
   // [from state, to state]: every pair the lifecycle does not allow.
   const allowed = new Set(['0-1', '1-2', '2-3', '0-4', '1-4']);
   const refused: [number, number][] = [];
-  for (let from = 0; from <= 4; from++) for (let to = 0; to <= 4; to++) if (from !== to && !allowed.has(`${from}-${to}`)) refused.push([from, to]);
+  for (let from = 0; from <= 4; from++)
+    for (let to = 0; to <= 4; to++) if (from !== to && !allowed.has(`${from}-${to}`)) refused.push([from, to]);
   const path = [[], [1], [1, 2], [1, 2, 3], [4]];
 
-  test.each(refused)('from state %i to state %i is refused with OA001 naming the order, and nothing changes', async (from, to) => {
-    const order = await place([['book1', 1, 10]], 'buyer3', 'store2');
-    for (const state of path[from]!) await db.pool.query('update new_order set state = $2 where order_id = $1', [order.orderId, state]);
-    const snapshot = await conserved(db.pool);
-    const error = await sqlError(db.pool.query('update new_order set state = $2 where order_id = $1', [order.orderId, to]));
-    expect(error.code).toBe('OA001');
-    expect(error.message).toBe(`order ${order.orderId} cannot change from state ${from} to state ${to}`);
-    expect(await conserved(db.pool)).toEqual(snapshot);
-    expect((await one<{ state: number }>(db.pool, 'select state from new_order where order_id = $1', [order.orderId])).state).toBe(from);
-  });
+  test.each(refused)(
+    'from state %i to state %i is refused with OA001 naming the order, and nothing changes',
+    async (from, to) => {
+      const order = await place([['book1', 1, 10]], 'buyer3', 'store2');
+      for (const state of path[from]!)
+        await db.pool.query('update new_order set state = $2 where order_id = $1', [order.orderId, state]);
+      const snapshot = await conserved(db.pool);
+      const error = await sqlError(
+        db.pool.query('update new_order set state = $2 where order_id = $1', [order.orderId, to]),
+      );
+      expect(error.code).toBe('OA001');
+      expect(error.message).toBe(`order ${order.orderId} cannot change from state ${from} to state ${to}`);
+      expect(await conserved(db.pool)).toEqual(snapshot);
+      expect(
+        (await one<{ state: number }>(db.pool, 'select state from new_order where order_id = $1', [order.orderId]))
+          .state,
+      ).toBe(from);
+    },
+  );
 
   test('the typed helpers raise InvalidTransitionError for a refused change', async () => {
     const order = await place([['book1', 1, 10]]);
     await expect(shipOrder(db.pool, order.orderId)).rejects.toBeInstanceOf(InvalidTransitionError);
-    await expect(confirmReceipt(db.pool, order.orderId)).rejects.toThrow(`order ${order.orderId} cannot change from state 0 to state 3`);
+    await expect(confirmReceipt(db.pool, order.orderId)).rejects.toThrow(
+      `order ${order.orderId} cannot change from state 0 to state 3`,
+    );
   });
 
   test('a helper naming an order that does not exist raises OrderNotFoundError (OA005)', async () => {
@@ -208,20 +266,31 @@ describe('refused changes', () => {
     const order = await place([['book1', 1, 10]]);
     await cancelOrder(db.pool, order.orderId);
     const stock = await stockOf(db.pool, 'store1', 'book1');
-    expect((await sqlError(db.pool.query('update new_order_detail set count = 9 where order_id = $1', [order.orderId]))).code).toBe('OA004');
+    expect(
+      (await sqlError(db.pool.query('update new_order_detail set count = 9 where order_id = $1', [order.orderId])))
+        .code,
+    ).toBe('OA004');
     await db.pool.query('delete from new_order_detail where order_id = $1', [order.orderId]);
     await db.pool.query('delete from new_order where order_id = $1', [order.orderId]);
     expect(await stockOf(db.pool, 'store1', 'book1')).toBe(stock);
   });
 
   test('an order holding money cannot be deleted, and its store or buyer cannot change (OA001)', async () => {
-    const order = await placeOrder(db.pool, { orderId: nextId(), userId: 'buyer1', storeId: 'store1', items: [{ bookId: 'book1', count: 1, price: 1 }] });
+    const order = await placeOrder(db.pool, {
+      orderId: nextId(),
+      userId: 'buyer1',
+      storeId: 'store1',
+      items: [{ bookId: 'book1', count: 1, price: 1 }],
+    });
     await payOrder(db.pool, order.orderId);
     const empty = nextId();
     await db.pool.query(`insert into new_order (order_id, user_id, store_id) values ($1, 'buyer1', 'store1')`, [empty]);
     await db.pool.query('update new_order set state = 1 where order_id = $1', [empty]);
     expect((await sqlError(db.pool.query('delete from new_order where order_id = $1', [empty]))).code).toBe('OA001');
-    expect((await sqlError(db.pool.query(`update new_order set store_id = 'store2' where order_id = $1`, [order.orderId]))).code).toBe('OA001');
+    expect(
+      (await sqlError(db.pool.query(`update new_order set store_id = 'store2' where order_id = $1`, [order.orderId])))
+        .code,
+    ).toBe('OA001');
   });
 });
 
@@ -233,13 +302,23 @@ describe('conservation', () => {
   test('money and stock are conserved over a random mix of orders and changes', async () => {
     const start = await conserved(db.pool);
     let seed = 42;
-    const random = (k: number) => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % k; };
+    const random = (k: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % k;
+    };
     const live: string[] = [];
     for (let i = 0; i < 150; i++) {
       const choice = random(6);
       if (choice <= 1 || live.length === 0) {
-        const items = [['book1', 1 + random(3), 1 + random(500)], ['book2', 1 + random(2), random(300)]] as [string, number, number][];
-        const order = await place(items.slice(0, 1 + random(2)), `buyer${1 + random(3)}`, `store${1 + random(2)}`).catch(() => undefined);
+        const items = [
+          ['book1', 1 + random(3), 1 + random(500)],
+          ['book2', 1 + random(2), random(300)],
+        ] as [string, number, number][];
+        const order = await place(
+          items.slice(0, 1 + random(2)),
+          `buyer${1 + random(3)}`,
+          `store${1 + random(2)}`,
+        ).catch(() => undefined);
         if (order) live.push(order.orderId);
       } else {
         const id = live[random(live.length)]!;
@@ -247,7 +326,9 @@ describe('conservation', () => {
         await db.pool.query('update new_order set state = $2 where order_id = $1', [id, to]).catch(() => undefined);
       }
     }
-    const states = await db.pool.query<{ state: number; n: string }>('select state, count(*) n from new_order group by state');
+    const states = await db.pool.query<{ state: number; n: string }>(
+      'select state, count(*) n from new_order group by state',
+    );
     expect(states.rows.length).toBeGreaterThanOrEqual(4);
     expect(await conserved(db.pool)).toEqual(start);
   });

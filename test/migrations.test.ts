@@ -8,7 +8,10 @@ import { createTestDatabase, type TestDatabase } from './helpers.js';
 
 const created: TestDatabase[] = [];
 /** Every migration of the package, in order: what an install from zero applies. */
-const allMigrations = readdirSync(migrationsDir).filter((f) => f.endsWith('.ts')).sort().map((f) => f.replace(/\.ts$/, ''));
+const allMigrations = readdirSync(migrationsDir)
+  .filter((f) => f.endsWith('.ts'))
+  .sort()
+  .map((f) => f.replace(/\.ts$/, ''));
 async function emptyDatabase(): Promise<TestDatabase> {
   const db = await createTestDatabase({ template: null });
   created.push(db);
@@ -90,7 +93,8 @@ describe('migrations', () => {
     const installed = await catalog(db.pool);
     expect((await migrate(db.url, { direction: 'down', count: 1 })).migrations).toEqual([allMigrations.at(-1)]);
     // Privileges of the first release differ by design (PUBLIC may execute): compare definitions only.
-    const definitions = (lines: string[]) => lines.map((l) => l.replace(/ acl (\{.*\})?$/, '')).filter((l) => !l.startsWith('acl '));
+    const definitions = (lines: string[]) =>
+      lines.map((l) => l.replace(/ acl (\{.*\})?$/, '')).filter((l) => !l.startsWith('acl '));
     expect(definitions(await catalog(db.pool))).toEqual(definitions(await catalog(previous.pool)));
     await migrate(db.url, { schedule: false });
     expect(await catalog(db.pool)).toEqual(installed);
@@ -108,7 +112,9 @@ describe('migrations', () => {
     await migrate(migrated.url, { schedule: false });
     const fresh = await emptyDatabase();
     const dir = new URL('../sql/', import.meta.url);
-    for (const file of readdirSync(dir).filter((f) => f.endsWith('.sql')).sort()) {
+    for (const file of readdirSync(dir)
+      .filter((f) => f.endsWith('.sql'))
+      .sort()) {
       await fresh.pool.query(readFileSync(new URL(file, dir), 'utf8'));
     }
     const [want, got] = [await catalog(fresh.pool), await catalog(migrated.pool)];
@@ -123,7 +129,9 @@ describe('migrations', () => {
     // Something of the app's already holds a name the package needs: the install must fail whole.
     await db.pool.query('create table public.store (x int)');
     await expect(migrate(db.url, { schedule: false })).rejects.toThrow(/relation "store" already exists/);
-    const { rows } = await db.pool.query(`select count(*)::int n from pg_tables where schemaname = 'public' and tablename <> 'order_automation_migrations'`);
+    const { rows } = await db.pool.query(
+      `select count(*)::int n from pg_tables where schemaname = 'public' and tablename <> 'order_automation_migrations'`,
+    );
     expect(rows[0].n).toBe(1);
     expect((await hasPackage(db.pool)).schema).toBe(false);
   });
@@ -144,7 +152,8 @@ describe('static checks', () => {
           extra_warnings => true) r
        where p.pronamespace = 'order_automation'::regnamespace
          and p.prolang = (select oid from pg_language where lanname = 'plpgsql')`);
-    const checked = await db.pool.query(`select count(*)::int n from pg_proc where pronamespace = 'order_automation'::regnamespace
+    const checked = await db.pool
+      .query(`select count(*)::int n from pg_proc where pronamespace = 'order_automation'::regnamespace
       and prolang = (select oid from pg_language where lanname = 'plpgsql')`);
     expect(checked.rows[0].n).toBeGreaterThan(15);
     expect(rows.map((r) => `${r.routine}:${r.lineno ?? ''} ${r.level}: ${r.message}`)).toEqual([]);
@@ -152,13 +161,17 @@ describe('static checks', () => {
 });
 
 describe('pg_cron in another database', () => {
-  test('the SQL installer refuses to schedule outside pg_cron\'s database, naming it and the fix (OA010)', async () => {
+  test("the SQL installer refuses to schedule outside pg_cron's database, naming it and the fix (OA010)", async () => {
     const db = await createTestDatabase();
     created.push(db);
-    const error = await db.pool.query('select order_automation.schedule_jobs()').catch((e: { code: string; message: string; hint: string }) => e);
+    const error = await db.pool
+      .query('select order_automation.schedule_jobs()')
+      .catch((e: { code: string; message: string; hint: string }) => e);
     expect(error).toMatchObject({ code: 'OA010' });
     const { message, hint } = error as { message: string; hint: string };
-    expect(message).toContain(`pg_cron runs in database ${inject('cronDatabase')} (cron.database_name), not in ${db.name}`);
+    expect(message).toContain(
+      `pg_cron runs in database ${inject('cronDatabase')} (cron.database_name), not in ${db.name}`,
+    );
     expect(message).toContain('cron.schedule_in_database');
     expect(hint).toContain('--no-schedule');
   });

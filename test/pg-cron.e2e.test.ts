@@ -29,11 +29,17 @@ afterAll(async () => {
 describe('pg_cron runs the automation on its own', () => {
   test('on the next tick an overdue unpaid order is cancelled (stock back) and an overdue shipped one confirmed (seller paid), in two databases', async () => {
     for (const db of shops) {
-      await db.pool.query(`select order_automation.place_order('late', 'buyer1', 'store1', '[{"book_id":"book1","count":4,"price":25}]')`);
+      await db.pool.query(
+        `select order_automation.place_order('late', 'buyer1', 'store1', '[{"book_id":"book1","count":4,"price":25}]')`,
+      );
       await db.pool.query(`update new_order set pay_deadline = now() - interval '1 minute' where order_id = 'late'`);
-      await db.pool.query(`select order_automation.place_order('sent', 'buyer2', 'store2', '[{"book_id":"book2","count":2,"price":50}]')`);
+      await db.pool.query(
+        `select order_automation.place_order('sent', 'buyer2', 'store2', '[{"book_id":"book2","count":2,"price":50}]')`,
+      );
       await db.pool.query(`select order_automation.pay_order('sent'), order_automation.ship_order('sent')`);
-      await db.pool.query(`update new_order set receipt_deadline = now() - interval '1 minute' where order_id = 'sent'`);
+      await db.pool.query(
+        `update new_order set receipt_deadline = now() - interval '1 minute' where order_id = 'sent'`,
+      );
       expect(await stockOf(db.pool, 'store1', 'book1')).toBe(6);
     }
 
@@ -42,16 +48,26 @@ describe('pg_cron runs the automation on its own', () => {
     await cronDb.connect();
     try {
       const jobs = await cronDb.query<{ jobname: string; database: string; schedule: string; active: boolean }>(
-        'select jobname, database, schedule, active from cron.job where database = any($1) order by jobname', [shops.map((s) => s.name)]);
+        'select jobname, database, schedule, active from cron.job where database = any($1) order by jobname',
+        [shops.map((s) => s.name)],
+      );
       expect(jobs.rows).toHaveLength(8);
       expect(new Set(jobs.rows.map((j) => j.jobname)).size).toBe(8);
       expect(jobs.rows.every((j) => j.active)).toBe(true);
-      expect(jobs.rows.filter((j) => /(cancel_expired|confirm_shipped)_orders/.test(j.jobname)).every((j) => j.schedule === '* * * * *')).toBe(true);
+      expect(
+        jobs.rows
+          .filter((j) => /(cancel_expired|confirm_shipped)_orders/.test(j.jobname))
+          .every((j) => j.schedule === '* * * * *'),
+      ).toBe(true);
 
       // Wait for the tick (at most a minute, plus the run itself).
       const deadline = Date.now() + 100_000;
-      const done = async (db: TestDatabase) => (await db.pool.query(
-        `select count(*)::int n from new_order where (order_id = 'late' and state = 4) or (order_id = 'sent' and state = 3)`)).rows[0].n === 2;
+      const done = async (db: TestDatabase) =>
+        (
+          await db.pool.query(
+            `select count(*)::int n from new_order where (order_id = 'late' and state = 4) or (order_id = 'sent' and state = 3)`,
+          )
+        ).rows[0].n === 2;
       while (Date.now() < deadline && !(await Promise.all(shops.map(done))).every(Boolean)) {
         await new Promise((r) => setTimeout(r, 1000));
       }
@@ -61,34 +77,57 @@ describe('pg_cron runs the automation on its own', () => {
         expect(await one(db.pool, `select state from new_order where order_id = 'sent'`)).toEqual({ state: 3 });
         expect(await stockOf(db.pool, 'store1', 'book1')).toBe(10);
         expect(await balanceOf(db.pool, 'seller2')).toBe(100);
-        const causes = await db.pool.query(`select order_id, cause from order_automation.order_event where cause like '%_timeout' order by order_id`);
-        expect(causes.rows).toEqual([{ order_id: 'late', cause: 'payment_timeout' }, { order_id: 'sent', cause: 'receipt_timeout' }]);
+        const causes = await db.pool.query(
+          `select order_id, cause from order_automation.order_event where cause like '%_timeout' order by order_id`,
+        );
+        expect(causes.rows).toEqual([
+          { order_id: 'late', cause: 'payment_timeout' },
+          { order_id: 'sent', cause: 'receipt_timeout' },
+        ]);
         const status = await getStatus(db.pool);
-        for (const job of status.jobs.filter((j) => j.job === 'cancel_expired_orders' || j.job === 'confirm_shipped_orders')) {
+        for (const job of status.jobs.filter(
+          (j) => j.job === 'cancel_expired_orders' || j.job === 'confirm_shipped_orders',
+        )) {
           expect(job.active).toBe(true);
           expect(job.lastRun?.error ?? null).toBeNull();
           expect(job.lastRun?.processed).toBeGreaterThanOrEqual(1);
         }
       }
-      const runs = await cronDb.query<{ status: string }>(`select d.status from cron.job_run_details d join cron.job j using (jobid)
-        where j.database = any($1) and d.status <> 'running'`, [shops.map((s) => s.name)]);
+      const runs = await cronDb.query<{ status: string }>(
+        `select d.status from cron.job_run_details d join cron.job j using (jobid)
+        where j.database = any($1) and d.status <> 'running'`,
+        [shops.map((s) => s.name)],
+      );
       expect(runs.rows.length).toBeGreaterThanOrEqual(4);
       // Schedule control from the app's database reaches pg_cron's: change, pause, resume, refuse.
       const [shop] = shops;
-      const cronJob = async () => (await cronDb.query<{ schedule: string; active: boolean }>(
-        'select schedule, active from cron.job where jobname = $1', [`order_automation.cancel_expired_orders@${shop!.name}`])).rows[0];
+      const cronJob = async () =>
+        (
+          await cronDb.query<{ schedule: string; active: boolean }>(
+            'select schedule, active from cron.job where jobname = $1',
+            [`order_automation.cancel_expired_orders@${shop!.name}`],
+          )
+        ).rows[0];
       await setSchedule(shop!.pool, 'cancel_expired_orders', { schedule: '*/7 * * * *' });
       expect(await cronJob()).toEqual({ schedule: '*/7 * * * *', active: true });
       await pauseJob(shop!.pool, 'cancel_expired_orders');
       expect(await cronJob()).toEqual({ schedule: '*/7 * * * *', active: false });
-      expect((await getStatus(shop!.pool)).jobs.find((j) => j.job === 'cancel_expired_orders')).toMatchObject({ active: false, nextRunAt: null });
+      expect((await getStatus(shop!.pool)).jobs.find((j) => j.job === 'cancel_expired_orders')).toMatchObject({
+        active: false,
+        nextRunAt: null,
+      });
       await resumeJob(shop!.pool, 'cancel_expired_orders');
       const resumed = (await getStatus(shop!.pool)).jobs.find((j) => j.job === 'cancel_expired_orders')!;
       expect(resumed.active).toBe(true);
       expect(resumed.nextRunAt!.getUTCMinutes() % 7).toBe(0);
-      await expect(setSchedule(shop!.pool, 'cancel_expired_orders', { schedule: 'every so often' })).rejects.toThrow(/not a cron schedule pg_cron accepts/);
+      await expect(setSchedule(shop!.pool, 'cancel_expired_orders', { schedule: 'every so often' })).rejects.toThrow(
+        /not a cron schedule pg_cron accepts/,
+      );
       expect(await cronJob()).toEqual({ schedule: '*/7 * * * *', active: true });
-      expect((await shop!.pool.query(`select schedule from order_automation.job where job = 'cancel_expired_orders'`)).rows[0].schedule).toBe('*/7 * * * *');
+      expect(
+        (await shop!.pool.query(`select schedule from order_automation.job where job = 'cancel_expired_orders'`))
+          .rows[0].schedule,
+      ).toBe('*/7 * * * *');
       expect(runs.rows.every((r) => r.status === 'succeeded')).toBe(true);
     } finally {
       await cronDb.end();

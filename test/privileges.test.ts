@@ -3,7 +3,15 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { cancelExpiredOrders, cancelOrder, confirmReceipt, payOrder, placeOrder, shipOrder, updateSettings } from '../src/index.js';
+import {
+  cancelExpiredOrders,
+  cancelOrder,
+  confirmReceipt,
+  payOrder,
+  placeOrder,
+  shipOrder,
+  updateSettings,
+} from '../src/index.js';
 import { admin as asSuperuser, createTestDatabase, seedBookstore, type TestDatabase } from './helpers.js';
 
 let db: TestDatabase;
@@ -26,7 +34,9 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await db?.drop();
-  await asSuperuser((server) => server.query(`drop role if exists ${app}; drop role if exists ${admin}; drop role if exists ${nobody}`));
+  await asSuperuser((server) =>
+    server.query(`drop role if exists ${app}; drop role if exists ${admin}; drop role if exists ${nobody}`),
+  );
 });
 
 const items = [{ bookId: 'book1', count: 1, price: 10 }];
@@ -46,7 +56,9 @@ describe('roles', () => {
     await client.connect();
     try {
       await client.query(`update new_order set state = 1 where order_id = 'p3'`);
-      const events = await client.query(`select count(*)::int n from order_automation.order_event where order_id in ('p1', 'p2', 'p3')`);
+      const events = await client.query(
+        `select count(*)::int n from order_automation.order_event where order_id in ('p1', 'p2', 'p3')`,
+      );
       expect(events.rows[0].n).toBe(8);
     } finally {
       await client.end();
@@ -79,12 +91,13 @@ describe('roles', () => {
     await updateSettings(as(admin), { batchSize: 500 });
   });
 
-  test('a role without the package\'s roles can run none of its routines', async () => {
+  test("a role without the package's roles can run none of its routines", async () => {
     const client = new pg.Client({ connectionString: as(nobody) });
     await client.connect();
     try {
       await expect(client.query(`select order_automation.pay_order('p1')`)).rejects.toThrow(/permission denied/);
-      const { rows } = await db.pool.query(`select count(*)::int n from pg_proc p where p.pronamespace = 'order_automation'::regnamespace
+      const { rows } = await db.pool
+        .query(`select count(*)::int n from pg_proc p where p.pronamespace = 'order_automation'::regnamespace
         and has_function_privilege('public', p.oid, 'execute')`);
       expect(rows[0].n).toBe(0);
     } finally {

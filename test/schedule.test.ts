@@ -1,6 +1,14 @@
 // When pg_cron fires a job next (status's next run), and the run log kept only history_retention long.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { nextFireTime, purgeHistory, cancelExpiredOrders, updateSettings, setSchedule, getStatus, InvalidArgumentError } from '../src/index.js';
+import {
+  nextFireTime,
+  purgeHistory,
+  cancelExpiredOrders,
+  updateSettings,
+  setSchedule,
+  getStatus,
+  InvalidArgumentError,
+} from '../src/index.js';
 import { createTestDatabase, type TestDatabase } from './helpers.js';
 
 describe('next fire time of a cron schedule (UTC, as pg_cron 1.4)', () => {
@@ -19,9 +27,12 @@ describe('next fire time of a cron schedule (UTC, as pg_cron 1.4)', () => {
   ])('%s fires next at %s', (schedule, next) => {
     expect(nextFireTime(schedule, from)?.toISOString()).toBe(new Date(next).toISOString());
   });
-  test.each(['', 'nonsense', '61 * * * *', '* * * *', '*/0 * * * *'])('%j is not a schedule it can read: null', (schedule) => {
-    expect(nextFireTime(schedule, from)).toBeNull();
-  });
+  test.each(['', 'nonsense', '61 * * * *', '* * * *', '*/0 * * * *'])(
+    '%j is not a schedule it can read: null',
+    (schedule) => {
+      expect(nextFireTime(schedule, from)).toBeNull();
+    },
+  );
 });
 
 describe('schedule and history in a database', () => {
@@ -35,7 +46,9 @@ describe('schedule and history in a database', () => {
     await setSchedule(db.pool, 'cancel_expired_orders', { schedule: '*/10 * * * *', active: false });
     const job = (await getStatus(db.pool)).jobs.find((j) => j.job === 'cancel_expired_orders')!;
     expect(job).toMatchObject({ schedule: '*/10 * * * *', active: false, nextRunAt: null });
-    await expect(setSchedule(db.pool, 'no_such_job' as never, { active: true })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(setSchedule(db.pool, 'no_such_job' as never, { active: true })).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    );
   });
 
   test('purge_history deletes finished runs older than history_retention and keeps the rest', async () => {

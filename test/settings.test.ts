@@ -12,8 +12,15 @@ beforeAll(async () => {
 afterAll(async () => db?.drop());
 
 const defaults = {
-  paymentTimeout: '00:10:00', receiptTimeout: '00:01:00', batchSize: 500, maxRunTime: '00:00:50',
-  paymentGrace: '00:05:00', receiptExtension: '3 days', remindBefore: null, purgeCancelledAfter: null, historyRetention: '30 days',
+  paymentTimeout: '00:10:00',
+  receiptTimeout: '00:01:00',
+  batchSize: 500,
+  maxRunTime: '00:00:50',
+  paymentGrace: '00:05:00',
+  receiptExtension: '3 days',
+  remindBefore: null,
+  purgeCancelledAfter: null,
+  historyRetention: '30 days',
 };
 
 describe('settings', () => {
@@ -22,8 +29,11 @@ describe('settings', () => {
   });
 
   test('changed settings are read back, and untouched ones stay', async () => {
-    expect(await updateSettings(db.pool, { paymentTimeout: '15 minutes', batchSize: 250 }))
-      .toEqual({ ...defaults, paymentTimeout: '00:15:00', batchSize: 250 });
+    expect(await updateSettings(db.pool, { paymentTimeout: '15 minutes', batchSize: 250 })).toEqual({
+      ...defaults,
+      paymentTimeout: '00:15:00',
+      batchSize: 250,
+    });
     expect(await updateSettings(db.pool, { paymentTimeout: '10 minutes', batchSize: 500 })).toEqual(defaults);
   });
 
@@ -49,27 +59,40 @@ describe('settings', () => {
   });
 
   test('nullable settings are switched on with a value and off with null', async () => {
-    expect(await updateSettings(db.pool, { remindBefore: '2 minutes', purgeCancelledAfter: '0' }))
-      .toMatchObject({ remindBefore: '00:02:00', purgeCancelledAfter: '00:00:00' });
+    expect(await updateSettings(db.pool, { remindBefore: '2 minutes', purgeCancelledAfter: '0' })).toMatchObject({
+      remindBefore: '00:02:00',
+      purgeCancelledAfter: '00:00:00',
+    });
     expect(await updateSettings(db.pool, { remindBefore: null, purgeCancelledAfter: null })).toEqual(defaults);
   });
 
   test('the settings table keeps exactly one row', async () => {
-    await expect(db.pool.query('insert into order_automation.settings (singleton) values (false)'))
-      .rejects.toThrow('settings has exactly one row');
-    await expect(db.pool.query('insert into order_automation.settings default values')).rejects.toThrow('duplicate key');
+    await expect(db.pool.query('insert into order_automation.settings (singleton) values (false)')).rejects.toThrow(
+      'settings has exactly one row',
+    );
+    await expect(db.pool.query('insert into order_automation.settings default values')).rejects.toThrow(
+      'duplicate key',
+    );
   });
 
   test('deadlines of new orders and new shipments follow the current timeouts', async () => {
     await updateSettings(db.pool, { paymentTimeout: '2 hours', receiptTimeout: '3 days' });
     try {
-      const order = await placeOrder(db.pool, { orderId: 'follows', userId: 'buyer1', storeId: 'store1', items: [{ bookId: 'book1', count: 1, price: 5 }] });
+      const order = await placeOrder(db.pool, {
+        orderId: 'follows',
+        userId: 'buyer1',
+        storeId: 'store1',
+        items: [{ bookId: 'book1', count: 1, price: 5 }],
+      });
       expect(order.payDeadline!.getTime() - order.createdAt.getTime()).toBe(2 * 3600_000);
       await payOrder(db.pool, order.orderId);
       const shipped = await shipOrder(db.pool, order.orderId);
       expect(shipped.receiptDeadline!.getTime() - shipped.shippedAt!.getTime()).toBe(3 * 86400_000);
     } finally {
-      await updateSettings(db.pool, { paymentTimeout: defaults.paymentTimeout, receiptTimeout: defaults.receiptTimeout });
+      await updateSettings(db.pool, {
+        paymentTimeout: defaults.paymentTimeout,
+        receiptTimeout: defaults.receiptTimeout,
+      });
     }
   });
 });

@@ -3,10 +3,29 @@
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import {
-  cancelExpiredOrders, confirmShippedOrders, extendReceipt, getStatus, holdOrder, HoldConflictError, InvalidArgumentError,
-  InvalidTransitionError, OrderNotFoundError, payOrder, paymentStarted, placeOrder, purgeCancelledOrders, readOrderEvents,
-  ReceiptAlreadyExtendedError, releaseOrder, setStoreSettings, clearStoreSettings, getStoreSettings, shipOrder, updateSettings,
-  InvalidSettingError, cancelOrder,
+  cancelExpiredOrders,
+  confirmShippedOrders,
+  extendReceipt,
+  getStatus,
+  holdOrder,
+  HoldConflictError,
+  InvalidArgumentError,
+  InvalidTransitionError,
+  OrderNotFoundError,
+  payOrder,
+  paymentStarted,
+  placeOrder,
+  purgeCancelledOrders,
+  readOrderEvents,
+  ReceiptAlreadyExtendedError,
+  releaseOrder,
+  setStoreSettings,
+  clearStoreSettings,
+  getStoreSettings,
+  shipOrder,
+  updateSettings,
+  InvalidSettingError,
+  cancelOrder,
 } from '../src/index.js';
 import { conserved, createTestDatabase, one, seedBookstore, stockOf, type TestDatabase } from './helpers.js';
 
@@ -22,7 +41,12 @@ beforeAll(async () => {
 afterAll(async () => db?.drop());
 
 async function order(store = 'store1', state: 'unpaid' | 'paid' | 'shipped' = 'unpaid') {
-  const placed = await placeOrder(db.pool, { orderId: `f${++n}`, userId: 'buyer1', storeId: store, items: [{ bookId: 'book1', count: 2, price: 100 }] });
+  const placed = await placeOrder(db.pool, {
+    orderId: `f${++n}`,
+    userId: 'buyer1',
+    storeId: store,
+    items: [{ bookId: 'book1', count: 2, price: 100 }],
+  });
   if (state !== 'unpaid') await payOrder(db.pool, placed.orderId);
   if (state === 'shipped') return shipOrder(db.pool, placed.orderId);
   return placed;
@@ -35,7 +59,9 @@ async function stateOf(orderId: string): Promise<number> {
 describe('per-store timeouts', () => {
   test('new orders and new shipments of a store with overrides follow them; other stores follow the global settings', async () => {
     await setStoreSettings(db.pool, 'store2', { paymentTimeout: '30 minutes', receiptTimeout: '2 days' });
-    expect(await getStoreSettings(db.pool)).toEqual([{ storeId: 'store2', paymentTimeout: '00:30:00', receiptTimeout: '2 days' }]);
+    expect(await getStoreSettings(db.pool)).toEqual([
+      { storeId: 'store2', paymentTimeout: '00:30:00', receiptTimeout: '2 days' },
+    ]);
     const own = await order('store2', 'shipped');
     expect(own.payDeadline!.getTime() - own.createdAt.getTime()).toBe(30 * minute);
     expect(own.receiptDeadline!.getTime() - own.shippedAt!.getTime()).toBe(2 * 86400_000);
@@ -48,15 +74,21 @@ describe('per-store timeouts', () => {
     const half = await order('store2', 'shipped');
     expect(half.payDeadline!.getTime() - half.createdAt.getTime()).toBe(10 * minute);
     expect(half.receiptDeadline!.getTime() - half.shippedAt!.getTime()).toBe(2 * 86400_000);
-    expect((await getStatus(db.pool)).storeSettings).toEqual([{ storeId: 'store2', paymentTimeout: null, receiptTimeout: '2 days' }]);
+    expect((await getStatus(db.pool)).storeSettings).toEqual([
+      { storeId: 'store2', paymentTimeout: null, receiptTimeout: '2 days' },
+    ]);
     await clearStoreSettings(db.pool, 'store2');
     expect(await getStoreSettings(db.pool)).toEqual([]);
   });
 
   test('a bad override, or one for a store that does not exist, is refused', async () => {
-    await expect(setStoreSettings(db.pool, 'store1', { paymentTimeout: '-1 minute' })).rejects.toThrow(InvalidSettingError);
+    await expect(setStoreSettings(db.pool, 'store1', { paymentTimeout: '-1 minute' })).rejects.toThrow(
+      InvalidSettingError,
+    );
     await expect(setStoreSettings(db.pool, 'store1', { receiptTimeout: 'soon' })).rejects.toThrow(InvalidSettingError);
-    await expect(setStoreSettings(db.pool, 'no-such-store', { paymentTimeout: '1 hour' })).rejects.toThrow(InvalidArgumentError);
+    await expect(setStoreSettings(db.pool, 'no-such-store', { paymentTimeout: '1 hour' })).rejects.toThrow(
+      InvalidArgumentError,
+    );
     expect(await getStoreSettings(db.pool)).toEqual([]);
   });
 });
@@ -64,7 +96,9 @@ describe('per-store timeouts', () => {
 describe('payment grace', () => {
   test('an order whose payment started is not auto-cancelled before now + grace, and is afterwards', async () => {
     const placed = await order();
-    await db.pool.query(`update new_order set pay_deadline = now() - interval '1 minute' where order_id = $1`, [placed.orderId]);
+    await db.pool.query(`update new_order set pay_deadline = now() - interval '1 minute' where order_id = $1`, [
+      placed.orderId,
+    ]);
     const started = await paymentStarted(db.pool, placed.orderId, '10 minutes');
     expect(started.payDeadline!.getTime()).toBeGreaterThan(Date.now() + 9 * minute);
     await cancelExpiredOrders(db.pool, { asOf: later(5 * minute) });
@@ -78,7 +112,7 @@ describe('payment grace', () => {
   test('the default grace is the payment_grace setting, and a grace never shortens the deadline', async () => {
     const placed = await order();
     const started = await paymentStarted(db.pool, placed.orderId);
-    expect(started.payDeadline!.getTime()).toBe(placed.payDeadline!.getTime());  // 10 min deadline > 5 min grace
+    expect(started.payDeadline!.getTime()).toBe(placed.payDeadline!.getTime()); // 10 min deadline > 5 min grace
     await updateSettings(db.pool, { paymentGrace: '1 hour' });
     try {
       const longer = await paymentStarted(db.pool, placed.orderId);
@@ -91,32 +125,45 @@ describe('payment grace', () => {
   test('a payment cannot start on an order that is not unpaid, nor with a grace that is not positive', async () => {
     const paid = await order('store1', 'paid');
     await expect(paymentStarted(db.pool, paid.orderId)).rejects.toBeInstanceOf(InvalidTransitionError);
-    await expect(paymentStarted(db.pool, (await order()).orderId, '0 seconds')).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(paymentStarted(db.pool, (await order()).orderId, '0 seconds')).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    );
     await expect(paymentStarted(db.pool, 'nope')).rejects.toBeInstanceOf(OrderNotFoundError);
   });
 
   test('payment_started racing the canceller: every order is either safe and unpaid, or cancelled and refused to the payer', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 200; i++) ids.push((await order('store3')).orderId);
-    await db.pool.query(`update new_order set pay_deadline = now() - interval '1 minute' where order_id = any($1)`, [ids]);
+    await db.pool.query(`update new_order set pay_deadline = now() - interval '1 minute' where order_id = any($1)`, [
+      ids,
+    ]);
     const payers = Array.from({ length: 4 }, () => new pg.Client({ connectionString: db.url }));
     await Promise.all(payers.map((c) => c.connect()));
     try {
       const [outcomes] = await Promise.all([
-        Promise.all(payers.map(async (c, k) => {
-          const result: Record<string, 'safe' | 'too late'> = {};
-          for (let i = k; i < ids.length; i += payers.length) {
-            result[ids[i]!] = await paymentStarted(c, ids[i]!, '1 hour').then(() => 'safe' as const, (e: unknown) => {
-              if (!(e instanceof InvalidTransitionError)) throw e;
-              return 'too late' as const;
-            });
-          }
-          return result;
-        })).then((parts) => Object.assign({}, ...parts) as Record<string, 'safe' | 'too late'>),
+        Promise.all(
+          payers.map(async (c, k) => {
+            const result: Record<string, 'safe' | 'too late'> = {};
+            for (let i = k; i < ids.length; i += payers.length) {
+              result[ids[i]!] = await paymentStarted(c, ids[i]!, '1 hour').then(
+                () => 'safe' as const,
+                (e: unknown) => {
+                  if (!(e instanceof InvalidTransitionError)) throw e;
+                  return 'too late' as const;
+                },
+              );
+            }
+            return result;
+          }),
+        ).then((parts) => Object.assign({}, ...parts) as Record<string, 'safe' | 'too late'>),
         cancelExpiredOrders(db.pool, { batchSize: 10 }),
       ]);
-      const { rows } = await db.pool.query<{ order_id: string; state: number }>('select order_id, state from new_order where order_id = any($1)', [ids]);
-      for (const row of rows) expect([row.order_id, row.state]).toEqual([row.order_id, outcomes[row.order_id] === 'safe' ? 0 : 4]);
+      const { rows } = await db.pool.query<{ order_id: string; state: number }>(
+        'select order_id, state from new_order where order_id = any($1)',
+        [ids],
+      );
+      for (const row of rows)
+        expect([row.order_id, row.state]).toEqual([row.order_id, outcomes[row.order_id] === 'safe' ? 0 : 4]);
     } finally {
       await Promise.all(payers.map((c) => c.end()));
     }
@@ -139,11 +186,15 @@ describe('receipt extension', () => {
   });
 
   test('only a shipped order can be extended (OA001), by default by the receipt_extension setting', async () => {
-    await expect(extendReceipt(db.pool, (await order('store1', 'paid')).orderId)).rejects.toBeInstanceOf(InvalidTransitionError);
+    await expect(extendReceipt(db.pool, (await order('store1', 'paid')).orderId)).rejects.toBeInstanceOf(
+      InvalidTransitionError,
+    );
     const shipped = await order('store1', 'shipped');
     const extended = await extendReceipt(db.pool, shipped.orderId);
     expect(extended.receiptDeadline!.getTime() - shipped.receiptDeadline!.getTime()).toBe(3 * 86400_000);
-    await expect(extendReceipt(db.pool, (await order('store1', 'shipped')).orderId, '-1 day')).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(extendReceipt(db.pool, (await order('store1', 'shipped')).orderId, '-1 day')).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    );
   });
 });
 
@@ -161,7 +212,12 @@ describe('holds', () => {
     expect(status.jobs.find((j) => j.job === 'cancel_expired_orders')!.held).toBeGreaterThanOrEqual(1);
     expect(status.jobs.find((j) => j.job === 'confirm_shipped_orders')!.held).toBeGreaterThanOrEqual(1);
     const events = await readOrderEvents(db.pool, { orderId: shipped.orderId });
-    expect(events.at(-1)).toMatchObject({ from: 'shipped', to: 'shipped', cause: 'hold', note: 'buyer reports damage' });
+    expect(events.at(-1)).toMatchObject({
+      from: 'shipped',
+      to: 'shipped',
+      cause: 'hold',
+      note: 'buyer reports damage',
+    });
     await releaseOrder(db.pool, unpaid.orderId);
     await releaseOrder(db.pool, shipped.orderId);
   });
@@ -170,11 +226,15 @@ describe('holds', () => {
     const shipped = await order('store1', 'shipped');
     await holdOrder(db.pool, shipped.orderId, 'dispute');
     // Pretend it all happened an hour ago: shipped, then held, and the hold lasted an hour.
-    const { left } = await one<{ left: number }>(db.pool, `
+    const { left } = await one<{ left: number }>(
+      db.pool,
+      `
       update new_order set shipped_at = shipped_at - interval '1 hour', held_at = held_at - interval '1 hour',
              receipt_deadline = receipt_deadline - interval '1 hour'
        where order_id = $1
-      returning (extract(epoch from receipt_deadline - held_at) * 1000)::float8 as left`, [shipped.orderId]);
+      returning (extract(epoch from receipt_deadline - held_at) * 1000)::float8 as left`,
+      [shipped.orderId],
+    );
     expect(left).toBeGreaterThan(50_000);
     const released = await releaseOrder(db.pool, shipped.orderId);
     expect(released.heldAt).toBeNull();
@@ -200,23 +260,36 @@ describe('holds', () => {
   test('a hold racing the canceller: the order is either held (and stays unpaid) or cancelled, never both', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 150; i++) ids.push((await order('store3')).orderId);
-    await db.pool.query(`update new_order set pay_deadline = now() - interval '1 minute' where order_id = any($1)`, [ids]);
+    await db.pool.query(`update new_order set pay_deadline = now() - interval '1 minute' where order_id = any($1)`, [
+      ids,
+    ]);
     const holder = new pg.Client({ connectionString: db.url });
     await holder.connect();
     try {
       const [held] = await Promise.all([
         (async () => {
           const ok = new Set<string>();
-          for (const id of ids) await holdOrder(holder, id, 'race').then(() => ok.add(id), (e: unknown) => {
-            if (!(e instanceof InvalidTransitionError)) throw e;
-          });
+          for (const id of ids)
+            await holdOrder(holder, id, 'race').then(
+              () => ok.add(id),
+              (e: unknown) => {
+                if (!(e instanceof InvalidTransitionError)) throw e;
+              },
+            );
           return ok;
         })(),
         cancelExpiredOrders(db.pool, { batchSize: 5 }),
       ]);
       const { rows } = await db.pool.query<{ order_id: string; state: number; held: boolean }>(
-        'select order_id, state, held_at is not null as held from new_order where order_id = any($1)', [ids]);
-      for (const row of rows) expect([row.order_id, row.state, row.held]).toEqual([row.order_id, held.has(row.order_id) ? 0 : 4, held.has(row.order_id)]);
+        'select order_id, state, held_at is not null as held from new_order where order_id = any($1)',
+        [ids],
+      );
+      for (const row of rows)
+        expect([row.order_id, row.state, row.held]).toEqual([
+          row.order_id,
+          held.has(row.order_id) ? 0 : 4,
+          held.has(row.order_id),
+        ]);
       expect(held.size + rows.filter((r) => r.state === 4).length).toBe(ids.length);
     } finally {
       await holder.end();
@@ -235,17 +308,20 @@ describe('due-soon reminders', () => {
   test('once per order, a payment_due_soon / receipt_due_soon event when the deadline is remind_before away — never twice, never when past or held', async () => {
     await updateSettings(db.pool, { remindBefore: '5 minutes' });
     try {
-      const soon = await order();            // pay deadline in 10 min: due soon from as_of = now + 6 min
+      const soon = await order(); // pay deadline in 10 min: due soon from as_of = now + 6 min
       const held = await order();
       await holdOrder(db.pool, held.orderId, 'review');
-      const shipped = await order('store1', 'shipped');  // receipt deadline in 1 min: due soon now
+      const shipped = await order('store1', 'shipped'); // receipt deadline in 1 min: due soon now
       const asOf = later(6 * minute);
       await cancelExpiredOrders(db.pool, { asOf });
-      await cancelExpiredOrders(db.pool, { asOf });      // a second run writes no second reminder
+      await cancelExpiredOrders(db.pool, { asOf }); // a second run writes no second reminder
       await confirmShippedOrders(db.pool, { asOf: later(30_000) });
       await confirmShippedOrders(db.pool, { asOf: later(30_000) });
-      const reminders = async (id: string) => (await readOrderEvents(db.pool, { orderId: id })).filter((e) => e.cause.endsWith('_due_soon'));
-      expect((await reminders(soon.orderId)).map((e) => [e.cause, e.from, e.to])).toEqual([['payment_due_soon', 'unpaid', 'unpaid']]);
+      const reminders = async (id: string) =>
+        (await readOrderEvents(db.pool, { orderId: id })).filter((e) => e.cause.endsWith('_due_soon'));
+      expect((await reminders(soon.orderId)).map((e) => [e.cause, e.from, e.to])).toEqual([
+        ['payment_due_soon', 'unpaid', 'unpaid'],
+      ]);
       expect(await reminders(held.orderId)).toEqual([]);
       expect((await reminders(shipped.orderId)).map((e) => e.cause)).toEqual(['receipt_due_soon']);
       // Past its deadline: cancelled, not reminded.
@@ -284,16 +360,25 @@ describe('purging cancelled orders', () => {
       }
       const fresh = await order();
       await cancelOrder(db.pool, fresh.orderId);
-      await db.pool.query(`update new_order set cancelled_at = now() - interval '2 days' where order_id = any($1)`, [old]);
+      await db.pool.query(`update new_order set cancelled_at = now() - interval '2 days' where order_id = any($1)`, [
+        old,
+      ]);
       const stock = await stockOf(db.pool, 'store1', 'book1');
       const money = (await conserved(db.pool)).money;
       expect((await purgeCancelledOrders(db.pool, { batchSize: 3 })).purged).toBeGreaterThanOrEqual(7);
-      const left = await db.pool.query('select order_id from new_order where order_id = any($1)', [[...old, fresh.orderId]]);
+      const left = await db.pool.query('select order_id from new_order where order_id = any($1)', [
+        [...old, fresh.orderId],
+      ]);
       expect(left.rows).toEqual([{ order_id: fresh.orderId }]);
-      expect((await db.pool.query('select count(*)::int n from new_order_detail where order_id = any($1)', [old])).rows[0].n).toBe(0);
+      expect(
+        (await db.pool.query('select count(*)::int n from new_order_detail where order_id = any($1)', [old])).rows[0].n,
+      ).toBe(0);
       const history = await readOrderEvents(db.pool, { orderId: old[0] });
       expect(history.map((e) => [e.from, e.to, e.cause])).toEqual([
-        [null, 'unpaid', 'place_order'], ['unpaid', 'cancelled', 'cancel_order'], ['cancelled', null, 'purge_cancelled_orders']]);
+        [null, 'unpaid', 'place_order'],
+        ['unpaid', 'cancelled', 'cancel_order'],
+        ['cancelled', null, 'purge_cancelled_orders'],
+      ]);
       expect(await stockOf(db.pool, 'store1', 'book1')).toBe(stock);
       expect((await conserved(db.pool)).money).toBe(money);
     } finally {

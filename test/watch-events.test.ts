@@ -13,7 +13,11 @@ beforeAll(async () => {
 afterAll(async () => db?.drop());
 
 /** Collects events until `done` says so (or the time is up). */
-async function collect(stream: AsyncGenerator<OrderEvent>, done: (seen: OrderEvent[]) => boolean, ms = 20_000): Promise<OrderEvent[]> {
+async function collect(
+  stream: AsyncGenerator<OrderEvent>,
+  done: (seen: OrderEvent[]) => boolean,
+  ms = 20_000,
+): Promise<OrderEvent[]> {
   const seen: OrderEvent[] = [];
   const timer = setTimeout(() => void stream.return(undefined), ms);
   try {
@@ -27,7 +31,13 @@ async function collect(stream: AsyncGenerator<OrderEvent>, done: (seen: OrderEve
   return seen;
 }
 
-const place = (id: string) => placeOrder(db.pool, { orderId: id, userId: 'buyer1', storeId: 'store2', items: [{ bookId: 'book1', count: 1, price: 1 }] });
+const place = (id: string) =>
+  placeOrder(db.pool, {
+    orderId: id,
+    userId: 'buyer1',
+    storeId: 'store2',
+    items: [{ bookId: 'book1', count: 1, price: 1 }],
+  });
 
 /** Where the tests start watching: a loaded machine may connect the watcher after the first insert. */
 async function lastEventId(): Promise<number> {
@@ -37,7 +47,9 @@ async function lastEventId(): Promise<number> {
 /** Terminates the watcher's connection, once it has one (it may be between two). */
 async function killWatcher(): Promise<void> {
   for (let tries = 0; tries < 100; tries++) {
-    const { rows } = await db.pool.query<{ killed: boolean }>(`select pg_terminate_backend(pid) as killed from pg_stat_activity
+    const { rows } = await db.pool.query<{
+      killed: boolean;
+    }>(`select pg_terminate_backend(pid) as killed from pg_stat_activity
       where application_name = 'order_automation_watch' and datname = current_database()`);
     if (rows.some((r) => r.killed)) return;
     await new Promise((r) => setTimeout(r, 50));
@@ -53,12 +65,18 @@ describe('watchEvents', () => {
     await new Promise((r) => setTimeout(r, 300));
     for (const id of ['w1', 'w2', 'w3']) await place(id);
     const events = await seen;
-    expect(events.map((e) => [e.orderId, e.to, e.cause])).toEqual([['w1', 'unpaid', 'place_order'], ['w2', 'unpaid', 'place_order'], ['w3', 'unpaid', 'place_order']]);
+    expect(events.map((e) => [e.orderId, e.to, e.cause])).toEqual([
+      ['w1', 'unpaid', 'place_order'],
+      ['w2', 'unpaid', 'place_order'],
+      ['w3', 'unpaid', 'place_order'],
+    ]);
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
   test('afterId resumes after a given event, with nothing lost or repeated', async () => {
-    const all = (await db.pool.query<{ id: string }>('select id from order_automation.order_event order by id')).rows.map((r) => Number(r.id));
+    const all = (
+      await db.pool.query<{ id: string }>('select id from order_automation.order_event order by id')
+    ).rows.map((r) => Number(r.id));
     const events = await collect(watchEvents(db.url, { afterId: all[0] }), (s) => s.length >= all.length - 1, 5000);
     expect(events.map((e) => e.id)).toEqual(all.slice(1));
   });
@@ -71,8 +89,10 @@ describe('watchEvents', () => {
       const seen = collect(stream, (s) => s.some((e) => e.orderId === 'slow') && s.some((e) => e.orderId === 'fast'));
       await new Promise((r) => setTimeout(r, 300));
       await slow.query('begin');
-      await slow.query(`select order_automation.place_order('slow', 'buyer1', 'store1', '[{"book_id":"book1","count":1,"price":1}]')`);
-      await place('fast');   // a larger id (another store: no lock to wait for), committed first
+      await slow.query(
+        `select order_automation.place_order('slow', 'buyer1', 'store1', '[{"book_id":"book1","count":1,"price":1}]')`,
+      );
+      await place('fast'); // a larger id (another store: no lock to wait for), committed first
       await new Promise((r) => setTimeout(r, 500));
       await slow.query('commit');
       const events = await seen;
@@ -87,7 +107,12 @@ describe('watchEvents', () => {
 
   test('killing its connection mid-stream loses and repeats nothing', async () => {
     const reconnects: unknown[] = [];
-    const stream = watchEvents(db.url, { afterId: await lastEventId(), pollIntervalMs: 200, reconnectDelayMs: 100, onReconnect: (e) => reconnects.push(e) });
+    const stream = watchEvents(db.url, {
+      afterId: await lastEventId(),
+      pollIntervalMs: 200,
+      reconnectDelayMs: 100,
+      onReconnect: (e) => reconnects.push(e),
+    });
     const total = 300;
     const seen = collect(stream, (s) => s.filter((e) => e.orderId.startsWith('k')).length >= total, 30_000);
     await new Promise((r) => setTimeout(r, 300));

@@ -6,10 +6,13 @@ export function snapshot(name: string, files?: (file: string) => boolean): strin
   const text = readFileSync(new URL(`./${name}.sql`, import.meta.url), 'utf8');
   if (!files) return text;
   // Sections start with "-- >>> <file>" lines written by scripts/snapshot.ts.
-  return text.split(/^(?=-- >>> )/m).filter((section) => {
-    const file = /^-- >>> (\S+)/.exec(section)?.[1];
-    return file !== undefined && files(file);
-  }).join('');
+  return text
+    .split(/^(?=-- >>> )/m)
+    .filter((section) => {
+      const file = /^-- >>> (\S+)/.exec(section)?.[1];
+      return file !== undefined && files(file);
+    })
+    .join('');
 }
 
 /** Routine files (create or replace), as opposed to the table files numbered below 050, applied once. */

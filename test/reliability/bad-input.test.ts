@@ -6,10 +6,25 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { main } from '../../src/cli.js';
 import {
-  cancelExpiredOrders, confirmShippedOrders, getSettings, InvalidSettingError, settingNames, updateSettings, type Settings,
+  cancelExpiredOrders,
+  confirmShippedOrders,
+  getSettings,
+  InvalidSettingError,
+  settingNames,
+  updateSettings,
+  type Settings,
 } from '../../src/index.js';
 import { seedBookstore, type TestDatabase } from '../helpers.js';
-import { bulkOrders, expectInvariants, openFigures, reliabilityDatabase, type Shop, sleep, sqlstateOf, statesOf } from './support.js';
+import {
+  bulkOrders,
+  expectInvariants,
+  openFigures,
+  reliabilityDatabase,
+  type Shop,
+  sleep,
+  sqlstateOf,
+  statesOf,
+} from './support.js';
 
 const tally = openFigures(import.meta.url);
 const shop: Shop = { buyers: 6, stores: 3, books: 3 };
@@ -53,8 +68,21 @@ const outOfRange: Record<string, (string | number | null)[]> = {
   history_retention: ['59 minutes', '0', '-1 day', null],
 };
 /** Not values at all, for any setting. */
-const nonsense = ['banana', '', ' ', "10 minutes'; drop table new_order; --", '1 fortnight', '9999999999 years', '1e400 seconds',
-  'NaN', '💥', '10 minutes\u0000', '1 day) + (select 1', '1.5.5', '1_000'];
+const nonsense = [
+  'banana',
+  '',
+  ' ',
+  "10 minutes'; drop table new_order; --",
+  '1 fortnight',
+  '9999999999 years',
+  '1e400 seconds',
+  'NaN',
+  '💥',
+  '10 minutes\u0000',
+  '1 day) + (select 1',
+  '1.5.5',
+  '1_000',
+];
 
 describe('settings out of range', () => {
   test('every setting has out-of-range values to try: a new setting needs its own', async () => {
@@ -75,8 +103,14 @@ describe('settings out of range', () => {
     for (const [column, values] of Object.entries(outOfRange)) {
       for (const value of [...values, ...nonsense]) {
         tally.inputsTried++;
-        const error = await db.pool.query(`update order_automation.settings set ${pg.escapeIdentifier(column)} = $1::${typeOf[column]}`,
-          [value === null ? null : String(value)]).then(() => undefined, (e: unknown) => e as pg.DatabaseError);
+        const error = await db.pool
+          .query(`update order_automation.settings set ${pg.escapeIdentifier(column)} = $1::${typeOf[column]}`, [
+            value === null ? null : String(value),
+          ])
+          .then(
+            () => undefined,
+            (e: unknown) => e as pg.DatabaseError,
+          );
         if (error === undefined) {
           accepted.push(`${column} = ${JSON.stringify(value)}`);
           continue;
@@ -93,18 +127,32 @@ describe('settings out of range', () => {
 
   test('every out-of-range or nonsense value is refused by updateSettings with InvalidSettingError, alone or beside a good one, and nothing changes', async () => {
     const before = await getSettings(db.pool);
-    const keyOf = Object.fromEntries(Object.entries(settingNames).map(([key, column]) => [column, key as keyof Settings]));
+    const keyOf = Object.fromEntries(
+      Object.entries(settingNames).map(([key, column]) => [column, key as keyof Settings]),
+    );
     const accepted: string[] = [];
     for (const [column, values] of Object.entries(outOfRange)) {
       const key = keyOf[column];
-      if (!key) continue;  // not (yet) in the TypeScript module
-      const candidates = column === 'batch_size'
-        ? [...values.filter((v) => v !== null), 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31, -(2 ** 53), Number.MAX_VALUE]
-        : [...values.filter((v) => v !== null), ...nonsense];
+      if (!key) continue; // not (yet) in the TypeScript module
+      const candidates =
+        column === 'batch_size'
+          ? [
+              ...values.filter((v) => v !== null),
+              1.5,
+              Number.NaN,
+              Number.POSITIVE_INFINITY,
+              2 ** 31,
+              -(2 ** 53),
+              Number.MAX_VALUE,
+            ]
+          : [...values.filter((v) => v !== null), ...nonsense];
       for (const value of candidates) {
         for (const company of [{}, { paymentTimeout: '11 minutes' }]) {
           tally.inputsTried++;
-          const error = await updateSettings(db.pool, { ...company, [key]: value } as Partial<Settings>).then(() => undefined, (e: unknown) => e);
+          const error = await updateSettings(db.pool, { ...company, [key]: value } as Partial<Settings>).then(
+            () => undefined,
+            (e: unknown) => e,
+          );
           if (error === undefined) {
             accepted.push(`${key}: ${JSON.stringify(value)}`);
             await updateSettings(db.pool, before);
@@ -133,7 +181,10 @@ describe('settings out of range', () => {
         tally.inputsTried++;
         // Tried in a transaction rolled back either way: a breach must not break the other tests.
         await client.query('begin');
-        const refused = await client.query(statement).then(() => false, () => true);
+        const refused = await client.query(statement).then(
+          () => false,
+          () => true,
+        );
         if (!refused) {
           const { rows } = await client.query<{ n: string }>('select count(*) n from order_automation.settings');
           allowed.push(`${statement} (leaves ${rows[0]!.n} rows)`);
@@ -149,41 +200,110 @@ describe('settings out of range', () => {
 
 // ── the command line ────────────────────────────────────────────────────────
 
-interface Outcome { code: number; stdout: string; stderr: string }
+interface Outcome {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 async function cli(argv: string[]): Promise<Outcome> {
   let stdout = '';
   let stderr = '';
-  const code = await main(argv, { stdout: { write: (t: string) => (stdout += t) }, stderr: { write: (t: string) => (stderr += t) } });
+  const code = await main(argv, {
+    stdout: { write: (t: string) => (stdout += t) },
+    stderr: { write: (t: string) => (stderr += t) },
+  });
   return { code, stdout, stderr };
 }
 
 /** Values a careless or hostile user types where a value goes. */
 const hostile = [
-  '', ' ', '-', '--', '-1', '0', '-0', '+1', '1.5', '1e3', '0x10', '1_000', 'NaN', 'Infinity', '-Infinity',
-  '2147483648', '9223372036854775808', `1${'0'.repeat(400)}`,
-  "'; drop table new_order; --", "' or '1'='1", '"; drop schema order_automation cascade; --', '$1', '%s%s%n', '\\', '${process.exit(1)}', '$(id)',
-  '💥', 'ü', 'Ω≈ç√∫', '\u202Eevil', 'a\nb', 'line\r\nbreak', '\u001b[31mred\u001b[0m', '\u0000', '\t',
-  '__proto__', 'constructor', 'toString', 'undefined', 'true', '{}', '[]',
-  'now', 'today', 'infinity', '-infinity', 'epoch',
-  '2030-02-30', '2030-02-31T00:00:00Z', '2030-13-01', '2030-00-10', '2030-01-01T25:00:00Z', '2030-01-01T12:00:00+99:00',
-  '2030-01-01 nonsense', '2030-01-01; drop table x', '99999-01-01', '0000-00-00',
-  '10 minutes; drop table x', '1 day) + (select 1', '-1 minute', '0 seconds', '1 fortnight', '9999999999 years',
+  '',
+  ' ',
+  '-',
+  '--',
+  '-1',
+  '0',
+  '-0',
+  '+1',
+  '1.5',
+  '1e3',
+  '0x10',
+  '1_000',
+  'NaN',
+  'Infinity',
+  '-Infinity',
+  '2147483648',
+  '9223372036854775808',
+  `1${'0'.repeat(400)}`,
+  "'; drop table new_order; --",
+  "' or '1'='1",
+  '"; drop schema order_automation cascade; --',
+  '$1',
+  '%s%s%n',
+  '\\',
+  '${process.exit(1)}',
+  '$(id)',
+  '💥',
+  'ü',
+  'Ω≈ç√∫',
+  '\u202Eevil',
+  'a\nb',
+  'line\r\nbreak',
+  '\u001b[31mred\u001b[0m',
+  '\u0000',
+  '\t',
+  '__proto__',
+  'constructor',
+  'toString',
+  'undefined',
+  'true',
+  '{}',
+  '[]',
+  'now',
+  'today',
+  'infinity',
+  '-infinity',
+  'epoch',
+  '2030-02-30',
+  '2030-02-31T00:00:00Z',
+  '2030-13-01',
+  '2030-00-10',
+  '2030-01-01T25:00:00Z',
+  '2030-01-01T12:00:00+99:00',
+  '2030-01-01 nonsense',
+  '2030-01-01; drop table x',
+  '99999-01-01',
+  '0000-00-00',
+  '10 minutes; drop table x',
+  '1 day) + (select 1',
+  '-1 minute',
+  '0 seconds',
+  '1 fortnight',
+  '9999999999 years',
 ];
 const huge = 'x'.repeat(100_000);
 
 /** Command lines with a slot for a value; `valid` says whether PostgreSQL (or the spec) would take it. */
-interface Template { argv: (v: string) => string[]; valid?: (v: string, db: pg.Pool) => Promise<boolean> }
+interface Template {
+  argv: (v: string) => string[];
+  valid?: (v: string, db: pg.Pool) => Promise<boolean>;
+}
 
-const readsOnly = (argv: string[]) => ['status', 'events'].includes(argv[0]!) || (argv[0] === 'settings' && argv.length === 1)
-  || (argv[0] === 'store-settings' && argv.length === 1);
+const readsOnly = (argv: string[]) =>
+  ['status', 'events'].includes(argv[0]!) ||
+  (argv[0] === 'settings' && argv.length === 1) ||
+  (argv[0] === 'store-settings' && argv.length === 1);
 
 /** Whether PostgreSQL takes `value` in `text` (tried in a transaction rolled back). */
 async function sqlAccepts(db: pg.Pool, text: string, value: string): Promise<boolean> {
   const client = await db.connect();
   try {
     await client.query('begin');
-    return await client.query(text, [value]).then(() => true, () => false);
+    return await client.query(text, [value]).then(
+      () => true,
+      () => false,
+    );
   } finally {
     await client.query('rollback').catch(() => undefined);
     client.release();
@@ -200,20 +320,40 @@ const templates: Template[] = [
   { argv: (v) => ['run', 'cancel', v] },
   { argv: (v) => ['run', 'cancel', '--as-of', v], valid: (v, db) => sqlAccepts(db, 'select $1::timestamptz', v) },
   { argv: (v) => ['run', 'confirm', `--as-of=${v}`], valid: (v, db) => sqlAccepts(db, 'select $1::timestamptz', v) },
-  { argv: (v) => ['run', 'cancel', '--batch-size', v], valid: async (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 1_000_000 },
-  { argv: (v) => ['run', 'confirm', `--batch-size=${v}`], valid: async (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 1_000_000 },
+  {
+    argv: (v) => ['run', 'cancel', '--batch-size', v],
+    valid: async (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 1_000_000,
+  },
+  {
+    argv: (v) => ['run', 'confirm', `--batch-size=${v}`],
+    valid: async (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 1_000_000,
+  },
   ...Object.keys(outOfRange).map((column): Template => ({
     argv: (v) => ['settings', 'set', `${column}=${v}`],
-    valid: (v, db) => sqlAccepts(db, `update order_automation.settings set ${column} = $1::${column === 'batch_size' ? 'integer' : 'interval'}`, v),
+    valid: (v, db) =>
+      sqlAccepts(
+        db,
+        `update order_automation.settings set ${column} = $1::${column === 'batch_size' ? 'integer' : 'interval'}`,
+        v,
+      ),
   })),
   { argv: (v) => ['settings', 'set', `${v}=1`] },
   { argv: (v) => ['settings', 'set', v] },
   { argv: (v) => ['settings', v] },
-  { argv: (v) => ['settings', 'set', 'payment_timeout=20 minutes', `batch_size=${v}`],
-    valid: (v, db) => sqlAccepts(db, 'select 1 / ($1::integer between 1 and 1000000)::integer', v) },
-  { argv: (v) => ['store-settings', 'set', 'store1', `payment_timeout=${v}`],
-    valid: (v, db) => sqlAccepts(db, `insert into order_automation.store_settings as s (store_id, payment_timeout) values ('store1', $1::interval)
-                                  on conflict (store_id) do update set payment_timeout = excluded.payment_timeout`, v) },
+  {
+    argv: (v) => ['settings', 'set', 'payment_timeout=20 minutes', `batch_size=${v}`],
+    valid: (v, db) => sqlAccepts(db, 'select 1 / ($1::integer between 1 and 1000000)::integer', v),
+  },
+  {
+    argv: (v) => ['store-settings', 'set', 'store1', `payment_timeout=${v}`],
+    valid: (v, db) =>
+      sqlAccepts(
+        db,
+        `insert into order_automation.store_settings as s (store_id, payment_timeout) values ('store1', $1::interval)
+                                  on conflict (store_id) do update set payment_timeout = excluded.payment_timeout`,
+        v,
+      ),
+  },
   { argv: (v) => ['store-settings', 'set', v, 'payment_timeout=1 hour'] },
   { argv: (v) => ['store-settings', 'clear', v] },
   { argv: (v) => ['schedule', 'set', 'cancel', v] },
@@ -227,6 +367,7 @@ const templates: Template[] = [
 ];
 
 // Control characters that let an echoed argument break the paragraph or drive the terminal (ESC).
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const controlCharacters = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 
 /** Runs every value through each template against `fuzzDb`, pushing what went wrong to `breaches`. */
@@ -255,14 +396,22 @@ async function fuzzLane(fuzzDb: TestDatabase, laneTemplates: Template[], breache
       if (code !== 1 && code !== 2) breaches.push(`${shown}: exit ${code}`);
       if (after !== before) breaches.push(`${shown}: refused (exit ${code}) but the database changed`);
       before = after;
-      const lines = stderr.trimEnd().split('\n').filter((line) => !/^Run order-automation( \w[\w-]*)? --help/.test(line));
-      if (lines.length !== 1) breaches.push(`${shown}: ${lines.length} lines, not one paragraph: ${JSON.stringify(stderr.slice(0, 300))}`);
-      if (/^\s+at /m.test(stderr) || /unexpected error/.test(stderr)) breaches.push(`${shown}: a stack trace: ${stderr.slice(0, 300)}`);
-      if (controlCharacters.test(stderr)) breaches.push(`${shown}: raw control characters echoed: ${JSON.stringify(stderr.slice(0, 200))}`);
+      const lines = stderr
+        .trimEnd()
+        .split('\n')
+        .filter((line) => !/^Run order-automation( \w[\w-]*)? --help/.test(line));
+      if (lines.length !== 1)
+        breaches.push(`${shown}: ${lines.length} lines, not one paragraph: ${JSON.stringify(stderr.slice(0, 300))}`);
+      if (/^\s+at /m.test(stderr) || /unexpected error/.test(stderr))
+        breaches.push(`${shown}: a stack trace: ${stderr.slice(0, 300)}`);
+      if (controlCharacters.test(stderr))
+        breaches.push(`${shown}: raw control characters echoed: ${JSON.stringify(stderr.slice(0, 200))}`);
       if (stdout !== '') breaches.push(`${shown}: refused but printed a result`);
     }
     if (unchecked > 0 && (await fingerprint(fuzzDb.pool)) !== before) {
-      breaches.push(`${JSON.stringify(template.argv('…'))}: a command line refused as a mistake (exit 2) changed the database`);
+      breaches.push(
+        `${JSON.stringify(template.argv('…'))}: a command line refused as a mistake (exit 2) changed the database`,
+      );
       before = await fingerprint(fuzzDb.pool);
     }
   }
@@ -271,42 +420,64 @@ async function fuzzLane(fuzzDb: TestDatabase, laneTemplates: Template[], breache
 describe('the command line, fuzzed', () => {
   test('nonsense and hostile arguments get exit 1 or 2 and one paragraph without a stack trace, and change nothing', async () => {
     const saved = process.env.ORDER_AUTOMATION_SCHEDULE;
-    process.env.ORDER_AUTOMATION_SCHEDULE = 'off';  // a mistaken migrate must not schedule jobs in the shared pg_cron
+    process.env.ORDER_AUTOMATION_SCHEDULE = 'off'; // a mistaken migrate must not schedule jobs in the shared pg_cron
     const breaches: string[] = [];
     try {
       // Four lanes side by side, each with a database of its own to spoil, so each change is traced to its command line.
       const lanes = 4;
-      await Promise.all(Array.from({ length: lanes }, async (_, lane) => {
-        const fuzzDb = await reliabilityDatabase();
-        try {
-          await seedBookstore(fuzzDb.pool, { ...shop, balance: 1_000_000_000, stock: 1_000_000 });
-          // Something for a mistaken command to destroy: unpaid and shipped orders, due and not due.
-          await bulkOrders(fuzzDb.pool, { ...shop, prefix: 'keep_due_', count: 20, due: true });
-          await bulkOrders(fuzzDb.pool, { ...shop, prefix: 'keep_later_', count: 20, due: false });
-          await bulkOrders(fuzzDb.pool, { ...shop, prefix: 'keep_shipped_', count: 20, due: true, state: 'shipped' });
-          await fuzzLane(fuzzDb, templates.filter((_, i) => i % lanes === lane), breaches);
-        } finally {
-          await fuzzDb.drop();
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: lanes }, async (_, lane) => {
+          const fuzzDb = await reliabilityDatabase();
+          try {
+            await seedBookstore(fuzzDb.pool, { ...shop, balance: 1_000_000_000, stock: 1_000_000 });
+            // Something for a mistaken command to destroy: unpaid and shipped orders, due and not due.
+            await bulkOrders(fuzzDb.pool, { ...shop, prefix: 'keep_due_', count: 20, due: true });
+            await bulkOrders(fuzzDb.pool, { ...shop, prefix: 'keep_later_', count: 20, due: false });
+            await bulkOrders(fuzzDb.pool, { ...shop, prefix: 'keep_shipped_', count: 20, due: true, state: 'shipped' });
+            await fuzzLane(
+              fuzzDb,
+              templates.filter((_, i) => i % lanes === lane),
+              breaches,
+            );
+          } finally {
+            await fuzzDb.drop();
+          }
+        }),
+      );
     } finally {
       if (saved === undefined) delete process.env.ORDER_AUTOMATION_SCHEDULE;
       else process.env.ORDER_AUTOMATION_SCHEDULE = saved;
     }
-    if (process.env.ORDER_AUTOMATION_FUZZ_REPORT) writeFileSync(process.env.ORDER_AUTOMATION_FUZZ_REPORT, breaches.join('\n'));
-    tally.expectNone('the command line refuses bad input cleanly and changes nothing', breaches.length, breaches.slice(0, 40));
+    if (process.env.ORDER_AUTOMATION_FUZZ_REPORT)
+      writeFileSync(process.env.ORDER_AUTOMATION_FUZZ_REPORT, breaches.join('\n'));
+    tally.expectNone(
+      'the command line refuses bad input cleanly and changes nothing',
+      breaches.length,
+      breaches.slice(0, 40),
+    );
   }, 120_000);
 
   test('an unreachable database or a wrong URL is exit 1 or 2 in one paragraph that never shows the password', async () => {
     const breaches: string[] = [];
-    for (const url of ['postgres://someone:s3cr3t-pass@127.0.0.1:1/shop', 'postgres://someone:s3cr3t-pass@nonexistent.invalid/shop',
-      'mysql://someone:s3cr3t-pass@127.0.0.1/shop', 'not a url s3cr3t-pass', `postgres://someone:s3cr3t-pass@${new URL(db.url).host}/no_such_database`]) {
+    for (const url of [
+      'postgres://someone:s3cr3t-pass@127.0.0.1:1/shop',
+      'postgres://someone:s3cr3t-pass@nonexistent.invalid/shop',
+      'mysql://someone:s3cr3t-pass@127.0.0.1/shop',
+      'not a url s3cr3t-pass',
+      `postgres://someone:s3cr3t-pass@${new URL(db.url).host}/no_such_database`,
+    ]) {
       for (const argv of [['status'], ['run', 'cancel'], ['settings', 'set', 'batch_size=5']]) {
         tally.inputsTried++;
         const { code, stderr } = await cli([...argv, '--database-url', url]);
         if (code !== 1 && code !== 2) breaches.push(`${url} ${argv.join(' ')}: exit ${code}`);
         if (stderr.includes('s3cr3t')) breaches.push(`${url} ${argv.join(' ')}: the password is shown`);
-        if (stderr.trimEnd().split('\n').filter((l) => !l.startsWith('Run order-automation')).length !== 1) breaches.push(`${argv.join(' ')}: not one paragraph`);
+        if (
+          stderr
+            .trimEnd()
+            .split('\n')
+            .filter((l) => !l.startsWith('Run order-automation')).length !== 1
+        )
+          breaches.push(`${argv.join(' ')}: not one paragraph`);
       }
     }
     tally.expectNone('connection failures are reported cleanly', breaches.length, breaches);
@@ -329,10 +500,26 @@ describe('time', () => {
     const run = async (asOf: string) => {
       const client = await db.pool.connect();
       try {
-        const cancelled = Number((await client.query<{ cancelled: string }>('call order_automation.cancel_expired_orders(as_of => $1::timestamptz)', [asOf])).rows[0]!.cancelled);
-        const confirmed = Number((await client.query<{ confirmed: string }>('call order_automation.confirm_shipped_orders(as_of => $1::timestamptz)', [asOf])).rows[0]!.confirmed);
+        const cancelled = Number(
+          (
+            await client.query<{ cancelled: string }>(
+              'call order_automation.cancel_expired_orders(as_of => $1::timestamptz)',
+              [asOf],
+            )
+          ).rows[0]!.cancelled,
+        );
+        const confirmed = Number(
+          (
+            await client.query<{ confirmed: string }>(
+              'call order_automation.confirm_shipped_orders(as_of => $1::timestamptz)',
+              [asOf],
+            )
+          ).rows[0]!.confirmed,
+        );
         const { rows } = await client.query<{ same: boolean }>(
-          `select bool_and(as_of = $1::timestamptz) same from (select as_of from order_automation.run order by id desc limit 2) r`, [asOf]);
+          `select bool_and(as_of = $1::timestamptz) same from (select as_of from order_automation.run order by id desc limit 2) r`,
+          [asOf],
+        );
         expect(rows[0]!.same, `the runs record as_of ${asOf}`).toBe(true);
         return { cancelled, confirmed };
       } finally {
@@ -340,12 +527,23 @@ describe('time', () => {
       }
     };
     let prefix = await fresh();
-    for (const past of ['0001-01-01 00:00:00+14', '0001-01-01 00:00:00-12', '4713-01-01 00:00:00+00 BC', '-infinity', '1970-01-01 00:00:00+00']) {
+    for (const past of [
+      '0001-01-01 00:00:00+14',
+      '0001-01-01 00:00:00-12',
+      '4713-01-01 00:00:00+00 BC',
+      '-infinity',
+      '1970-01-01 00:00:00+00',
+    ]) {
       tally.inputsTried++;
       expect(await run(past), past).toEqual({ cancelled: 0, confirmed: 0 });
     }
     expect(await statesOf(db.pool, prefix)).toEqual({ 0: 3, 2: 3 });
-    for (const future of ['9999-12-31 23:59:59.999999+14', '9999-12-31 23:59:59.999999-12', 'infinity', '294276-12-31 23:59:59+00']) {
+    for (const future of [
+      '9999-12-31 23:59:59.999999+14',
+      '9999-12-31 23:59:59.999999-12',
+      'infinity',
+      '294276-12-31 23:59:59+00',
+    ]) {
       tally.inputsTried++;
       expect(await run(future), future).toEqual({ cancelled: 3, confirmed: 3 });
       expect(await statesOf(db.pool, prefix)).toEqual({ 3: 3, 4: 3 });
@@ -355,27 +553,47 @@ describe('time', () => {
     tally.inputsTried += 4;
     expect((await cancelExpiredOrders(db.pool, { asOf: new Date('0001-01-01T00:00:00Z') })).cancelled).toBe(0);
     expect((await confirmShippedOrders(db.pool, { asOf: new Date('0001-01-01T00:00:00+14:00') })).confirmed).toBe(0);
-    expect(await cli(['run', 'cancel', '--as-of', '0001-01-01T00:00:00+14:00', '--database-url', db.url])).toMatchObject({ code: 0, stdout: 'cancelled 0 orders\n' });
+    expect(
+      await cli(['run', 'cancel', '--as-of', '0001-01-01T00:00:00+14:00', '--database-url', db.url]),
+    ).toMatchObject({ code: 0, stdout: 'cancelled 0 orders\n' });
     expect((await cancelExpiredOrders(db.pool, { asOf: new Date('9999-12-31T23:59:59.999-12:00') })).cancelled).toBe(3);
-    expect(await cli(['run', 'confirm', '--as-of', '9999-12-31T23:59:59+14:00', '--database-url', db.url])).toMatchObject({ code: 0, stdout: 'confirmed 3 orders\n' });
+    expect(
+      await cli(['run', 'confirm', '--as-of', '9999-12-31T23:59:59+14:00', '--database-url', db.url]),
+    ).toMatchObject({ code: 0, stdout: 'confirmed 3 orders\n' });
     expect(await statesOf(db.pool, prefix)).toEqual({ 3: 3, 4: 3 });
     await expectInvariants(db.pool, tally);
   });
 
   test('a session in America/New_York (or any zone) across a DST change computes the same deadlines as one in UTC', async () => {
-    const zones = ['UTC', 'America/New_York', 'Europe/Berlin', 'Australia/Lord_Howe', 'Pacific/Chatham', 'Asia/Kathmandu', 'America/St_Johns'];
+    const zones = [
+      'UTC',
+      'America/New_York',
+      'Europe/Berlin',
+      'Australia/Lord_Howe',
+      'Pacific/Chatham',
+      'Asia/Kathmandu',
+      'America/St_Johns',
+    ];
     // Half an hour before and a day before the changes of 2024 in New York and Berlin.
-    const instants = ['2024-03-10 06:30:00+00', '2024-03-09 12:00:00+00', '2024-11-03 05:30:00+00', '2024-11-02 12:00:00+00',
-      '2024-03-31 00:30:00+00', '2024-10-26 12:00:00+00'];
+    const instants = [
+      '2024-03-10 06:30:00+00',
+      '2024-03-09 12:00:00+00',
+      '2024-11-03 05:30:00+00',
+      '2024-11-02 12:00:00+00',
+      '2024-03-31 00:30:00+00',
+      '2024-10-26 12:00:00+00',
+    ];
     const timeouts = ['10 minutes', '90 minutes', '1 day', '3 days', '7 days'];
     const before = await getSettings(db.pool);
     const disagreements: string[] = [];
-    const clients = await Promise.all(zones.map(async (zone) => {
-      const client = new pg.Client({ connectionString: db.url });
-      await client.connect();
-      await client.query(`select set_config('TimeZone', $1, false)`, [zone]);
-      return client;
-    }));
+    const clients = await Promise.all(
+      zones.map(async (zone) => {
+        const client = new pg.Client({ connectionString: db.url });
+        await client.connect();
+        await client.query(`select set_config('TimeZone', $1, false)`, [zone]);
+        return client;
+      }),
+    );
     try {
       let n = 0;
       for (const timeout of timeouts) {
@@ -387,29 +605,46 @@ describe('time', () => {
             const id = `dst${++n}`;
             // Placed at the instant (pay deadline from the setting); shipped at it (receipt deadline);
             // the receipt extended by the same span (extend_receipt, SPEC §8).
-            await client.query(`insert into new_order (order_id, user_id, store_id, created_at) values ($1, 'buyer1', 'store1', $2)`, [id, instant]);
+            await client.query(
+              `insert into new_order (order_id, user_id, store_id, created_at) values ($1, 'buyer1', 'store1', $2)`,
+              [id, instant],
+            );
             await client.query(`insert into new_order_detail values ($1, 'book1', 1, 10)`, [id]);
             await client.query('update new_order set state = 1 where order_id = $1', [id]);
             await client.query('update new_order set state = 2, shipped_at = $2 where order_id = $1', [id, instant]);
-            const pay = await client.query<{ s: string; r: string }>(`
+            const pay = await client.query<{ s: string; r: string }>(
+              `
               select extract(epoch from pay_deadline - created_at)::text s, extract(epoch from receipt_deadline - shipped_at)::text r
-                from new_order where order_id = $1`, [id]);
+                from new_order where order_id = $1`,
+              [id],
+            );
             await client.query('update new_order set receipt_deadline = $2 where order_id = $1', [id, instant]);
-            const ext = (await client.query<{ e: string }>(`
+            const ext = (
+              await client.query<{ e: string }>(
+                `
               select extract(epoch from (order_automation.extend_receipt($1, $2::interval)).receipt_deadline - $3::timestamptz)::text e`,
-              [id, timeout, instant])).rows[0];
+                [id, timeout, instant],
+              )
+            ).rows[0];
             const key = `pay ${pay.rows[0]!.s} s, receipt ${pay.rows[0]!.r} s, extension ${ext!.e} s`;
             seen.set(key, [...(seen.get(key) ?? []), zones[z]!]);
             await client.query('update new_order set state = 3 where order_id = $1', [id]);
           }
-          if (seen.size > 1) disagreements.push(`${timeout} from ${instant}: ${[...seen].map(([k, v]) => `${v.join(', ')}: ${k}`).join(' / ')}`);
+          if (seen.size > 1)
+            disagreements.push(
+              `${timeout} from ${instant}: ${[...seen].map(([k, v]) => `${v.join(', ')}: ${k}`).join(' / ')}`,
+            );
         }
       }
     } finally {
       await Promise.all(clients.map((c) => c.end()));
       await updateSettings(db.pool, before);
     }
-    tally.expectNone('deadlines do not depend on the session time zone', disagreements.length, disagreements.slice(0, 6));
+    tally.expectNone(
+      'deadlines do not depend on the session time zone',
+      disagreements.length,
+      disagreements.slice(0, 6),
+    );
   });
 });
 
@@ -417,13 +652,21 @@ describe('time', () => {
 
 describe('batch sizes', () => {
   test('batch sizes of 1 and 1,000,000, from the argument, the setting and the command line, drain the same orders; 0 and 1,000,001 change nothing', async () => {
-    const batches = async (prefix: string) => Number((await db.pool.query<{ n: string }>(`
-      select count(distinct at) n from order_automation.order_event where starts_with(order_id, $1) and cause = 'payment_timeout'`, [prefix])).rows[0]!.n);
+    const batches = async (prefix: string) =>
+      Number(
+        (
+          await db.pool.query<{ n: string }>(
+            `
+      select count(distinct at) n from order_automation.order_event where starts_with(order_id, $1) and cause = 'payment_timeout'`,
+            [prefix],
+          )
+        ).rows[0]!.n,
+      );
     await cancelExpiredOrders(db.pool, { asOf: new Date() });
 
     await bulkOrders(db.pool, { ...shop, prefix: 'one_arg_', count: 120, due: true });
     expect((await cancelExpiredOrders(db.pool, { batchSize: 1 })).cancelled).toBe(120);
-    expect(await batches('one_arg_')).toBe(120);  // one transaction per order
+    expect(await batches('one_arg_')).toBe(120); // one transaction per order
 
     const before = await getSettings(db.pool);
     await bulkOrders(db.pool, { ...shop, prefix: 'one_set_', count: 60, due: true });
@@ -431,12 +674,18 @@ describe('batch sizes', () => {
     expect((await cancelExpiredOrders(db.pool)).cancelled).toBe(60);
     expect(await batches('one_set_')).toBe(60);
     await bulkOrders(db.pool, { ...shop, prefix: 'one_cli_', count: 40, due: true });
-    expect(await cli(['run', 'cancel', '--database-url', db.url])).toMatchObject({ code: 0, stdout: 'cancelled 40 orders\n' });
+    expect(await cli(['run', 'cancel', '--database-url', db.url])).toMatchObject({
+      code: 0,
+      stdout: 'cancelled 40 orders\n',
+    });
     expect(await batches('one_cli_')).toBe(40);
 
     await updateSettings(db.pool, before);
     await bulkOrders(db.pool, { ...shop, prefix: 'million_cli_', count: 2000, due: true, state: 'shipped' });
-    expect(await cli(['run', 'confirm', '--batch-size', '1000000', '--database-url', db.url])).toMatchObject({ code: 0, stdout: 'confirmed 2000 orders\n' });
+    expect(await cli(['run', 'confirm', '--batch-size', '1000000', '--database-url', db.url])).toMatchObject({
+      code: 0,
+      stdout: 'confirmed 2000 orders\n',
+    });
     expect(await statesOf(db.pool, 'million_cli_')).toEqual({ 3: 2000 });
 
     await bulkOrders(db.pool, { ...shop, prefix: 'refused_', count: 5, due: true });
@@ -471,19 +720,24 @@ describe('batch sizes', () => {
       await runner.connect();
       const pid = (await runner.query<{ pid: number }>('select pg_backend_pid() pid')).rows[0]!.pid;
       const started = Date.now();
-      const call = runner.query<{ cancelled: string }>('call order_automation.cancel_expired_orders()')
-        .then((r) => Number(r.rows[0]!.cancelled), (error: unknown) => error);
+      const call = runner.query<{ cancelled: string }>('call order_automation.cancel_expired_orders()').then(
+        (r) => Number(r.rows[0]!.cancelled),
+        (error: unknown) => error,
+      );
       const outcome = await Promise.race([call, sleep(20_000).then(() => 'slow' as const)]);
       if (outcome === 'slow') {
         await fresh.pool.query('select pg_cancel_backend($1)', [pid]);
         await call;
       }
-      tally.expectNone('one batch of 20,000 orders is one pass: done in seconds, not minutes', outcome === 'slow' ? 1 : 0,
-        { elapsedMs: Date.now() - started });
+      tally.expectNone(
+        'one batch of 20,000 orders is one pass: done in seconds, not minutes',
+        outcome === 'slow' ? 1 : 0,
+        { elapsedMs: Date.now() - started },
+      );
       expect(outcome).toBe(20_000);
       const { rows } = await fresh.pool.query<{ n: string }>(`
         select count(distinct at) n from order_automation.order_event where starts_with(order_id, 'million_') and cause = 'payment_timeout'`);
-      expect(rows[0]!.n).toBe('1');  // one transaction for all of them
+      expect(rows[0]!.n).toBe('1'); // one transaction for all of them
     } finally {
       await runner.end().catch(() => undefined);
       await fresh.drop();

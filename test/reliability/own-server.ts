@@ -23,26 +23,31 @@ export async function ownServer(): Promise<OwnServer> {
     const client = new pg.Client({ connectionString: database.url });
     await client.connect();
     const { rows } = await client.query<{ data: string; bindir: string }>(
-      `select current_setting('data_directory') as data, (select setting from pg_config where name = 'BINDIR') as bindir`);
+      `select current_setting('data_directory') as data, (select setting from pg_config where name = 'BINDIR') as bindir`,
+    );
     await client.end();
     const dataDir = rows[0]!.data;
     const pgCtl = path.join(rows[0]!.bindir, 'pg_ctl');
     // The cluster runs as the owner of its data directory (an unprivileged user when we are root).
     const owner = statSync(dataDir);
     const asOwner = process.getuid?.() === 0 ? { uid: owner.uid, gid: owner.gid } : {};
-    const pgCtlRun = (args: string[]) => new Promise<void>((resolve, reject) => {
-      const child = spawn(pgCtl, args, { ...asOwner, cwd: path.dirname(dataDir), stdio: ['ignore', 'pipe', 'pipe'] });
-      let output = '';
-      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-      child.on('error', reject);
-      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`pg_ctl ${args.join(' ')} exited ${code}: ${output.trim()}`))));
-    });
+    const pgCtlRun = (args: string[]) =>
+      new Promise<void>((resolve, reject) => {
+        const child = spawn(pgCtl, args, { ...asOwner, cwd: path.dirname(dataDir), stdio: ['ignore', 'pipe', 'pipe'] });
+        let output = '';
+        child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+        child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+        child.on('error', reject);
+        child.on('close', (code) =>
+          code === 0 ? resolve() : reject(new Error(`pg_ctl ${args.join(' ')} exited ${code}: ${output.trim()}`)),
+        );
+      });
     return {
       url: database.url,
       crash: () => pgCtlRun(['stop', '-D', dataDir, '-m', 'immediate', '-w']),
       // The log file scripts/database.ts gives the cluster: beside the data directory.
-      start: () => pgCtlRun(['start', '-D', dataDir, '-l', path.join(path.dirname(dataDir), 'postgres.log'), '-w', '-t', '60']),
+      start: () =>
+        pgCtlRun(['start', '-D', dataDir, '-l', path.join(path.dirname(dataDir), 'postgres.log'), '-w', '-t', '60']),
       stop: () => database.stop(),
     };
   } catch (error) {

@@ -6,7 +6,16 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { cancelExpiredOrders, confirmShippedOrders } from '../../src/index.js';
 import { conserved, seedBookstore, type TestDatabase } from '../helpers.js';
 import {
-  bulkOrders, expectConserved, expectInvariants, openFigures, parallel, reliabilityDatabase, type Shop, sleep, sqlstateOf, statesOf,
+  bulkOrders,
+  expectConserved,
+  expectInvariants,
+  openFigures,
+  parallel,
+  reliabilityDatabase,
+  type Shop,
+  sleep,
+  sqlstateOf,
+  statesOf,
 } from './support.js';
 
 const tally = openFigures(import.meta.url);
@@ -23,30 +32,48 @@ type Job = 'cancel_expired_orders' | 'confirm_shipped_orders';
 
 /** Runs of a job whose lifetimes overlapped another run of the same job started since `since`. */
 async function overlappingRuns(job: Job, sinceId: number): Promise<number> {
-  const { rows } = await db.pool.query<{ n: string }>(`
+  const { rows } = await db.pool.query<{ n: string }>(
+    `
     select count(*) n from order_automation.run a
      where a.job = $1 and a.id > $2 and exists (
        select from order_automation.run b where b.job = a.job and b.id > $2 and b.id <> a.id
-          and b.started_at < a.finished_at and a.started_at < b.finished_at)`, [job, sinceId]);
+          and b.started_at < a.finished_at and a.started_at < b.finished_at)`,
+    [job, sinceId],
+  );
   return Number(rows[0]!.n);
 }
 
 async function lastRunId(): Promise<number> {
-  return Number((await db.pool.query<{ id: string }>('select coalesce(max(id), 0) id from order_automation.run')).rows[0]!.id);
+  return Number(
+    (await db.pool.query<{ id: string }>('select coalesce(max(id), 0) id from order_automation.run')).rows[0]!.id,
+  );
 }
 
 /** Sum of processed and of errors over the runs of `job` since `sinceId`. */
-async function runTotals(job: Job, sinceId: number): Promise<{ runs: number; processed: number; errors: number; unfinished: number }> {
-  const { rows } = await db.pool.query<{ runs: string; processed: string; errors: string; unfinished: string }>(`
+async function runTotals(
+  job: Job,
+  sinceId: number,
+): Promise<{ runs: number; processed: number; errors: number; unfinished: number }> {
+  const { rows } = await db.pool.query<{ runs: string; processed: string; errors: string; unfinished: string }>(
+    `
     select count(*) runs, coalesce(sum(processed), 0) processed, count(error) errors, count(*) filter (where finished_at is null) unfinished
-      from order_automation.run where job = $1 and id > $2`, [job, sinceId]);
+      from order_automation.run where job = $1 and id > $2`,
+    [job, sinceId],
+  );
   const r = rows[0]!;
-  return { runs: Number(r.runs), processed: Number(r.processed), errors: Number(r.errors), unfinished: Number(r.unfinished) };
+  return {
+    runs: Number(r.runs),
+    processed: Number(r.processed),
+    errors: Number(r.errors),
+    unfinished: Number(r.unfinished),
+  };
 }
 
 async function eventsOf(prefix: string, cause: string): Promise<number> {
   const { rows } = await db.pool.query<{ n: string }>(
-    `select count(*) n from order_automation.order_event where starts_with(order_id, $1) and cause = $2`, [prefix, cause]);
+    `select count(*) n from order_automation.order_event where starts_with(order_id, $1) and cause = $2`,
+    [prefix, cause],
+  );
   return Number(rows[0]!.n);
 }
 
@@ -123,10 +150,22 @@ describe('buyers and the canceller at the same time', () => {
     const states = await statesOf(db.pool, prefix);
     const cancelled = runs.reduce((total, r) => total + r.cancelled, 0);
     tally.expectNone('every order ends paid or cancelled', count - (states['1'] ?? 0) - (states['4'] ?? 0), states);
-    tally.expectNone('every successful payment left the order paid', Math.abs(paid.size - (states['1'] ?? 0)), { paid: paid.size, states });
-    tally.expectNone('the cancellers report each cancellation once', Math.abs(cancelled - (states['4'] ?? 0)), { cancelled, states });
-    tally.expectNone('an order whose payment started is never auto-cancelled', [...started].filter((id) => !paid.has(id)).length);
-    tally.expectNone('each cancellation is one payment_timeout event', Math.abs(await eventsOf(prefix, 'payment_timeout') - (states['4'] ?? 0)));
+    tally.expectNone('every successful payment left the order paid', Math.abs(paid.size - (states['1'] ?? 0)), {
+      paid: paid.size,
+      states,
+    });
+    tally.expectNone('the cancellers report each cancellation once', Math.abs(cancelled - (states['4'] ?? 0)), {
+      cancelled,
+      states,
+    });
+    tally.expectNone(
+      'an order whose payment started is never auto-cancelled',
+      [...started].filter((id) => !paid.has(id)).length,
+    );
+    tally.expectNone(
+      'each cancellation is one payment_timeout event',
+      Math.abs((await eventsOf(prefix, 'payment_timeout')) - (states['4'] ?? 0)),
+    );
     expect(lostToCanceller + paid.size).toBe(count);
     const totals = await runTotals('cancel_expired_orders', since);
     tally.expectNone('the run log counts each cancellation once', Math.abs(totals.processed - cancelled), totals);
@@ -145,53 +184,74 @@ describe('runners of the same procedure at once', () => {
   test.each<[Job, 'unpaid' | 'shipped', number]>([
     ['cancel_expired_orders', 'unpaid', 4],
     ['confirm_shipped_orders', 'shipped', 3],
-  ])('%s run by pg_cron, by hand and by two app servers at once processes each order exactly once', async (job, state, toState) => {
-    const prefix = `twice_${state}_`;
-    const count = 2000;
-    const before = await conserved(db.pool);
-    const ledger = await sellerLedger();
-    const since = await lastRunId();
-    await bulkOrders(db.pool, { ...shop, prefix, count, due: true, state });
-    // pg_cron runs the job's command as it is stored; the others choose their own batch sizes.
-    const { rows } = await db.pool.query<{ command: string }>('select command from order_automation.job where job = $1', [job]);
-    const cronCommand = rows[0]!.command;
-    const column = job === 'cancel_expired_orders' ? 'cancelled' : 'confirmed';
-    const runners: ((client: pg.Client) => Promise<number>)[] = [
-      async (client) => Number((await client.query<Record<string, string>>(cronCommand)).rows[0]![column]),
-      async (client) => {
-        const result = job === 'cancel_expired_orders'
-          ? (await cancelExpiredOrders(client, { batchSize: 70 })).cancelled
-          : (await confirmShippedOrders(client, { batchSize: 70 })).confirmed;
-        return result;
-      },
-      async (client) => Number((await client.query<Record<string, string>>(`call order_automation.${job}(batch_size => 25)`)).rows[0]![column]),
-      async (client) => Number((await client.query<Record<string, string>>(`call order_automation.${job}(batch_size => 150)`)).rows[0]![column]),
-    ];
-    const perRunner = await parallel(db.url, runners.length, tally, async (client, i) => {
-      let total = 0;
-      for (let n = -1; n !== 0;) {
-        n = await runners[i]!(client);
-        total += n;
-      }
-      return total;
-    });
-    tally.ordersRaced += count;
+  ])(
+    '%s run by pg_cron, by hand and by two app servers at once processes each order exactly once',
+    async (job, state, toState) => {
+      const prefix = `twice_${state}_`;
+      const count = 2000;
+      const before = await conserved(db.pool);
+      const ledger = await sellerLedger();
+      const since = await lastRunId();
+      await bulkOrders(db.pool, { ...shop, prefix, count, due: true, state });
+      // pg_cron runs the job's command as it is stored; the others choose their own batch sizes.
+      const { rows } = await db.pool.query<{ command: string }>(
+        'select command from order_automation.job where job = $1',
+        [job],
+      );
+      const cronCommand = rows[0]!.command;
+      const column = job === 'cancel_expired_orders' ? 'cancelled' : 'confirmed';
+      const runners: ((client: pg.Client) => Promise<number>)[] = [
+        async (client) => Number((await client.query<Record<string, string>>(cronCommand)).rows[0]![column]),
+        async (client) => {
+          const result =
+            job === 'cancel_expired_orders'
+              ? (await cancelExpiredOrders(client, { batchSize: 70 })).cancelled
+              : (await confirmShippedOrders(client, { batchSize: 70 })).confirmed;
+          return result;
+        },
+        async (client) =>
+          Number(
+            (await client.query<Record<string, string>>(`call order_automation.${job}(batch_size => 25)`)).rows[0]![
+              column
+            ],
+          ),
+        async (client) =>
+          Number(
+            (await client.query<Record<string, string>>(`call order_automation.${job}(batch_size => 150)`)).rows[0]![
+              column
+            ],
+          ),
+      ];
+      const perRunner = await parallel(db.url, runners.length, tally, async (client, i) => {
+        let total = 0;
+        for (let n = -1; n !== 0;) {
+          n = await runners[i]!(client);
+          total += n;
+        }
+        return total;
+      });
+      tally.ordersRaced += count;
 
-    const processed = perRunner.reduce((a, b) => a + b, 0);
-    tally.expectNone('the runners together report each order once', Math.abs(processed - count), perRunner);
-    expect(await statesOf(db.pool, prefix)).toEqual({ [toState]: count });
-    const cause = job === 'cancel_expired_orders' ? 'payment_timeout' : 'receipt_timeout';
-    tally.expectNone('one automation event per order', Math.abs(await eventsOf(prefix, cause) - count));
-    const totals = await runTotals(job, since);
-    tally.expectNone('the run log counts each order once', Math.abs(totals.processed - count), totals);
-    expect(totals).toMatchObject({ errors: 0, unfinished: 0 });
-    expect(perRunner.filter((n) => n > 0).length).toBeGreaterThan(1);
-    const after = await sellerLedger();
-    tally.expectNone('each seller is credited exactly the totals of its received orders',
-      Object.keys(ledger).filter((s) => ledger[s] !== after[s]).length, { ledger, after });
-    await expectInvariants(db.pool, tally);
-    await expectConserved(db.pool, before, tally);
-  }, 60_000);
+      const processed = perRunner.reduce((a, b) => a + b, 0);
+      tally.expectNone('the runners together report each order once', Math.abs(processed - count), perRunner);
+      expect(await statesOf(db.pool, prefix)).toEqual({ [toState]: count });
+      const cause = job === 'cancel_expired_orders' ? 'payment_timeout' : 'receipt_timeout';
+      tally.expectNone('one automation event per order', Math.abs((await eventsOf(prefix, cause)) - count));
+      const totals = await runTotals(job, since);
+      tally.expectNone('the run log counts each order once', Math.abs(totals.processed - count), totals);
+      expect(totals).toMatchObject({ errors: 0, unfinished: 0 });
+      expect(perRunner.filter((n) => n > 0).length).toBeGreaterThan(1);
+      const after = await sellerLedger();
+      tally.expectNone(
+        'each seller is credited exactly the totals of its received orders',
+        Object.keys(ledger).filter((s) => ledger[s] !== after[s]).length,
+        { ledger, after },
+      );
+      await expectInvariants(db.pool, tally);
+      await expectConserved(db.pool, before, tally);
+    },
+    60_000,
+  );
 });
 
 describe('a buyer confirming receipt while the auto-confirm runs', () => {
@@ -222,9 +282,13 @@ describe('a buyer confirming receipt while the auto-confirm runs', () => {
       if (k % 2 === 1) mine.reverse();
       try {
         for (const id of mine) {
-          await client.query('select order_automation.confirm_receipt($1::text)', [id]).then(() => confirmed++, (error: unknown) => {
-            if (sqlstateOf(error) !== 'OA001') unexpected.push(`${id}: ${sqlstateOf(error)} ${(error as Error).message}`);
-          });
+          await client.query('select order_automation.confirm_receipt($1::text)', [id]).then(
+            () => confirmed++,
+            (error: unknown) => {
+              if (sqlstateOf(error) !== 'OA001')
+                unexpected.push(`${id}: ${sqlstateOf(error)} ${(error as Error).message}`);
+            },
+          );
         }
       } finally {
         buyersDone++;
@@ -236,15 +300,27 @@ describe('a buyer confirming receipt while the auto-confirm runs', () => {
     tally.expectNone('buyers meet no error but "already received"', unexpected.length, unexpected.slice(0, 5));
     const auto = results.slice(0, confirmers).reduce((a, b) => a + b, 0);
     const manual = results.slice(confirmers).reduce((a, b) => a + b, 0);
-    tally.expectNone('automatic and manual confirmations add up to the orders', Math.abs(auto + manual - count), { auto, manual });
+    tally.expectNone('automatic and manual confirmations add up to the orders', Math.abs(auto + manual - count), {
+      auto,
+      manual,
+    });
     expect(await statesOf(db.pool, prefix)).toEqual({ 3: count });
-    tally.expectNone('each automatic confirmation is one receipt_timeout event', Math.abs(await eventsOf(prefix, 'receipt_timeout') - auto));
-    tally.expectNone('each manual confirmation is one confirm_receipt event', Math.abs(await eventsOf(prefix, 'confirm_receipt') - manual));
+    tally.expectNone(
+      'each automatic confirmation is one receipt_timeout event',
+      Math.abs((await eventsOf(prefix, 'receipt_timeout')) - auto),
+    );
+    tally.expectNone(
+      'each manual confirmation is one confirm_receipt event',
+      Math.abs((await eventsOf(prefix, 'confirm_receipt')) - manual),
+    );
     expect(auto).toBeGreaterThan(0);
     expect(manual).toBeGreaterThan(0);
     const after = await sellerLedger();
-    tally.expectNone('each seller is credited exactly the totals of its received orders',
-      Object.keys(ledger).filter((s) => ledger[s] !== after[s]).length, { ledger, after });
+    tally.expectNone(
+      'each seller is credited exactly the totals of its received orders',
+      Object.keys(ledger).filter((s) => ledger[s] !== after[s]).length,
+      { ledger, after },
+    );
     await expectInvariants(db.pool, tally);
     await expectConserved(db.pool, before, tally);
   }, 60_000);

@@ -5,9 +5,27 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
-  cancelExpiredOrders, cancelOrder, clearStoreSettings, confirmReceipt, confirmShippedOrders, extendReceipt, getSettings, getStatus,
-  holdOrder, migrate, payOrder, paymentStarted, placeOrder, purgeCancelledOrders, purgeHistory, readOrderEvents, releaseOrder,
-  setSchedule, setStoreSettings, shipOrder, updateSettings,
+  cancelExpiredOrders,
+  cancelOrder,
+  clearStoreSettings,
+  confirmReceipt,
+  confirmShippedOrders,
+  extendReceipt,
+  getSettings,
+  getStatus,
+  holdOrder,
+  migrate,
+  payOrder,
+  paymentStarted,
+  placeOrder,
+  purgeCancelledOrders,
+  purgeHistory,
+  readOrderEvents,
+  releaseOrder,
+  setSchedule,
+  setStoreSettings,
+  shipOrder,
+  updateSettings,
 } from '../../src/index.js';
 import { admin, createTestDatabase, one, seedBookstore, type TestDatabase } from '../helpers.js';
 import { applyTestSql, expectInvariants, openFigures, reliabilityDatabase, sqlstateOf } from './support.js';
@@ -54,18 +72,40 @@ const functionTraps: [signature: string, returns: string, real: string][] = [
 
 /** Operators, each for the exact types the package's expressions use (and a few better matches). */
 const operatorTraps: [op: string, left: string | null, right: string, returns: string][] = [
-  ['=', 'text', 'text', 'boolean'], ['<>', 'text', 'text', 'boolean'], ['=', 'bigint', 'bigint', 'boolean'],
-  ['=', 'smallint', 'integer', 'boolean'], ['<>', 'smallint', 'integer', 'boolean'], ['=', 'smallint', 'smallint', 'boolean'],
-  ['=', 'integer', 'integer', 'boolean'], ['<', 'integer', 'integer', 'boolean'], ['>', 'integer', 'integer', 'boolean'],
-  ['<', 'bigint', 'integer', 'boolean'], ['>=', 'bigint', 'bigint', 'boolean'], ['>', 'bigint', 'integer', 'boolean'],
-  ['+', 'bigint', 'integer', 'bigint'], ['+', 'bigint', 'bigint', 'bigint'], ['-', 'bigint', 'bigint', 'bigint'],
-  ['*', 'bigint', 'bigint', 'bigint'], ['+', 'integer', 'integer', 'integer'],
-  ['-', 'timestamptz', 'timestamptz', 'interval'], ['+', 'timestamptz', 'interval', 'timestamptz'], ['-', 'timestamptz', 'interval', 'timestamptz'],
-  ['<=', 'timestamptz', 'timestamptz', 'boolean'], ['>', 'timestamptz', 'timestamptz', 'boolean'], ['<', 'timestamptz', 'timestamptz', 'boolean'],
-  ['>=', 'interval', 'interval', 'boolean'], ['>', 'interval', 'interval', 'boolean'], ['=', 'interval', 'interval', 'boolean'], ['<=', 'interval', 'interval', 'boolean'],
-  ['||', 'text[]', 'text[]', 'text[]'], ['||', 'text', 'text', 'text'], ['||', 'text[]', 'text', 'text[]'],
-  ['?', 'jsonb', 'text', 'boolean'], ['->>', 'jsonb', 'text', 'text'],
-  ['-', null, 'integer', 'integer'], ['-', null, 'bigint', 'bigint'],
+  ['=', 'text', 'text', 'boolean'],
+  ['<>', 'text', 'text', 'boolean'],
+  ['=', 'bigint', 'bigint', 'boolean'],
+  ['=', 'smallint', 'integer', 'boolean'],
+  ['<>', 'smallint', 'integer', 'boolean'],
+  ['=', 'smallint', 'smallint', 'boolean'],
+  ['=', 'integer', 'integer', 'boolean'],
+  ['<', 'integer', 'integer', 'boolean'],
+  ['>', 'integer', 'integer', 'boolean'],
+  ['<', 'bigint', 'integer', 'boolean'],
+  ['>=', 'bigint', 'bigint', 'boolean'],
+  ['>', 'bigint', 'integer', 'boolean'],
+  ['+', 'bigint', 'integer', 'bigint'],
+  ['+', 'bigint', 'bigint', 'bigint'],
+  ['-', 'bigint', 'bigint', 'bigint'],
+  ['*', 'bigint', 'bigint', 'bigint'],
+  ['+', 'integer', 'integer', 'integer'],
+  ['-', 'timestamptz', 'timestamptz', 'interval'],
+  ['+', 'timestamptz', 'interval', 'timestamptz'],
+  ['-', 'timestamptz', 'interval', 'timestamptz'],
+  ['<=', 'timestamptz', 'timestamptz', 'boolean'],
+  ['>', 'timestamptz', 'timestamptz', 'boolean'],
+  ['<', 'timestamptz', 'timestamptz', 'boolean'],
+  ['>=', 'interval', 'interval', 'boolean'],
+  ['>', 'interval', 'interval', 'boolean'],
+  ['=', 'interval', 'interval', 'boolean'],
+  ['<=', 'interval', 'interval', 'boolean'],
+  ['||', 'text[]', 'text[]', 'text[]'],
+  ['||', 'text', 'text', 'text'],
+  ['||', 'text[]', 'text', 'text[]'],
+  ['?', 'jsonb', 'text', 'boolean'],
+  ['->>', 'jsonb', 'text', 'text'],
+  ['-', null, 'integer', 'integer'],
+  ['-', null, 'bigint', 'bigint'],
 ];
 
 /** Names of the package's own tables: shadowed by views in public and temp objects in the caller's session. */
@@ -85,9 +125,12 @@ function trapsSql(): string {
   ];
   functionTraps.forEach(([signature, returns, real], i) => {
     const setof = returns.startsWith('setof');
-    const body = setof ? `select public.hijacked('${signature.replace(/'/g, "''")}'); ${real}`
+    const body = setof
+      ? `select public.hijacked('${signature.replace(/'/g, "''")}'); ${real}`
       : `select public.hijacked('${signature.replace(/'/g, "''")}'); select ${real}`;
-    lines.push(`create function public.${signature} returns ${returns} language sql set search_path = pg_catalog as $trap${i}$ ${body} $trap${i}$`);
+    lines.push(
+      `create function public.${signature} returns ${returns} language sql set search_path = pg_catalog as $trap${i}$ ${body} $trap${i}$`,
+    );
   });
   operatorTraps.forEach(([op, left, right, returns], i) => {
     const args = left === null ? `${right}` : `${left}, ${right}`;
@@ -95,7 +138,9 @@ function trapsSql(): string {
     const what = `operator ${op}(${left ?? 'none'}, ${right})`;
     lines.push(`create function public.trap_operator_${i}(${args}) returns ${returns} language sql set search_path = pg_catalog
       as $trap$ select public.hijacked('${what}'); select ${real} $trap$`);
-    lines.push(`create operator public.${op} (${left === null ? '' : `leftarg = ${left}, `}rightarg = ${right}, function = public.trap_operator_${i})`);
+    lines.push(
+      `create operator public.${op} (${left === null ? '' : `leftarg = ${left}, `}rightarg = ${right}, function = public.trap_operator_${i})`,
+    );
   });
   // A better match than pg_catalog's polymorphic array_agg(anynonarray) for text.
   lines.push(`create function public.trap_append(text[], text) returns text[] language sql set search_path = pg_catalog
@@ -105,14 +150,17 @@ function trapsSql(): string {
   lines.push(`create domain public.jsonb as pg_catalog.jsonb check (public.hijacked('domain jsonb'))`);
   lines.push(`create domain public.text as pg_catalog.text check (public.hijacked('domain text'))`);
   // The package's own tables, shadowed in public: reading or writing one is logged.
-  for (const name of packageTables) lines.push(`create view public.${name} as select public.hijacked('view public.${name}') as trap`);
+  for (const name of packageTables)
+    lines.push(`create view public.${name} as select public.hijacked('view public.${name}') as trap`);
   return lines.join(';\n');
 }
 
 /** Temp objects of the caller's own session, named like the package's and the bookstore's tables. */
 function tempTrapsSql(): string {
   return [...packageTables, ...bookstoreTables]
-    .map((name) => `create temp view ${pg.escapeIdentifier(name)} as select public.hijacked('temp view ${name}') as trap`)
+    .map(
+      (name) => `create temp view ${pg.escapeIdentifier(name)} as select public.hijacked('temp view ${name}') as trap`,
+    )
     .join(';\n');
 }
 
@@ -129,7 +177,9 @@ async function plantTraps(db: TestDatabase, role: string): Promise<void> {
 }
 
 async function hijackLog(db: TestDatabase): Promise<{ what: string; by_role: string }[]> {
-  return (await db.pool.query<{ what: string; by_role: string }>('select what, by_role from public.hijack_log order by id')).rows;
+  return (
+    await db.pool.query<{ what: string; by_role: string }>('select what, by_role from public.hijack_log order by id')
+  ).rows;
 }
 
 const roles: string[] = [];
@@ -160,17 +210,32 @@ describe('a role that may create objects in public cannot hijack the package', (
   });
 
   test('every function of the package pins its search_path; only the procedures that commit do not, and they are the ones tried below', async () => {
-    const { rows } = await db.pool.query<{ name: string; kind: string; config: string[] | null; definer: boolean; commits: boolean }>(`
+    const { rows } = await db.pool.query<{
+      name: string;
+      kind: string;
+      config: string[] | null;
+      definer: boolean;
+      commits: boolean;
+    }>(`
       select p.oid::regprocedure::text as name, p.prokind as kind, p.proconfig as config, p.prosecdef as definer,
              p.prosrc ~* '\\mcommit\\s*;' or p.prosrc ~* '\\mcall\\s+order_automation\\.' as commits
         from pg_proc p where p.pronamespace = 'order_automation'::regnamespace order by 1`);
     expect(rows.length).toBeGreaterThan(10);
     const pinned = (r: (typeof rows)[number]) => (r.config ?? []).includes('search_path=pg_catalog, pg_temp');
     const unpinned = rows.filter((r) => !pinned(r) && !(r.kind === 'p' && r.commits && !r.definer));
-    tally.expectNone('every function pins search_path = pg_catalog, pg_temp', unpinned.length, unpinned.map((r) => `${r.name} ${JSON.stringify(r.config)}`));
+    tally.expectNone(
+      'every function pins search_path = pg_catalog, pg_temp',
+      unpinned.length,
+      unpinned.map((r) => `${r.name} ${JSON.stringify(r.config)}`),
+    );
     const committing = rows.filter((r) => !pinned(r)).map((r) => r.name.replace(/\(.*/, ''));
-    expect(committing.sort()).toEqual(expect.arrayContaining(['order_automation.cancel_expired_orders', 'order_automation.confirm_shipped_orders']));
-    for (const name of committing) expect(name, 'a committing procedure the traps below do not call').toMatch(/cancel_expired_orders|confirm_shipped_orders|purge_cancelled_orders|run_due_orders/);
+    expect(committing.sort()).toEqual(
+      expect.arrayContaining(['order_automation.cancel_expired_orders', 'order_automation.confirm_shipped_orders']),
+    );
+    for (const name of committing)
+      expect(name, 'a committing procedure the traps below do not call').toMatch(
+        /cancel_expired_orders|confirm_shipped_orders|purge_cancelled_orders|run_due_orders/,
+      );
   });
 
   test('the owner runs the whole lifecycle, the automation, the settings and the status with the default search_path: no planted object ever runs', async () => {
@@ -181,7 +246,15 @@ describe('a role that may create objects in public cannot hijack the package', (
       await owner.query(tempTrapsSql());
       const later = new Date(Date.now() + 3_600_000);
       for (let i = 1; i <= 4; i++) {
-        await placeOrder(owner, { orderId: `h${i}`, userId: 'buyer1', storeId: 'store1', items: [{ bookId: 'book1', count: 1, price: 100 }, { bookId: 'book2', count: 2, price: 50 }] });
+        await placeOrder(owner, {
+          orderId: `h${i}`,
+          userId: 'buyer1',
+          storeId: 'store1',
+          items: [
+            { bookId: 'book1', count: 1, price: 100 },
+            { bookId: 'book2', count: 2, price: 50 },
+          ],
+        });
       }
       await paymentStarted(owner, 'h1');
       await payOrder(owner, 'h1');
@@ -197,7 +270,9 @@ describe('a role that may create objects in public cannot hijack the package', (
       expect((await cancelExpiredOrders(owner, { asOf: later, batchSize: 1 })).cancelled).toBe(1);
       expect((await confirmShippedOrders(owner, { asOf: new Date(Date.now() + 86_400_000) })).confirmed).toBe(1);
       // pg_cron: each job's command as stored, on a session with the default search_path.
-      for (const { command } of (await owner.query<{ command: string }>('select command from order_automation.job order by job')).rows) {
+      for (const { command } of (
+        await owner.query<{ command: string }>('select command from order_automation.job order by job')
+      ).rows) {
         await owner.query(command);
       }
       await updateSettings(owner, { batchSize: 7, purgeCancelledAfter: '0 seconds' });
@@ -212,7 +287,7 @@ describe('a role that may create objects in public cannot hijack the package', (
       const status = await getStatus(owner);
       expect(status.jobs.length).toBeGreaterThanOrEqual(2);
       expect((await readOrderEvents(owner, { orderId: 'h1' })).length).toBeGreaterThan(3);
-      await migrate(owner, { schedule: false });  // already installed: node-pg-migrate's own queries only
+      await migrate(owner, { schedule: false }); // already installed: node-pg-migrate's own queries only
     } finally {
       await owner.end();
     }
@@ -221,7 +296,7 @@ describe('a role that may create objects in public cannot hijack the package', (
     await expectInvariants(db.pool, tally);
   });
 
-  test('the procedures that commit resolve nothing through the caller\'s search_path, even one that puts the planted schema before pg_catalog', async () => {
+  test("the procedures that commit resolve nothing through the caller's search_path, even one that puts the planted schema before pg_catalog", async () => {
     await db.pool.query('truncate public.hijack_log');
     const breaches: string[] = [];
     for (const path of ['public', '"$user", public', 'public, pg_catalog', 'public, pg_temp, pg_catalog']) {
@@ -230,8 +305,10 @@ describe('a role that may create objects in public cannot hijack the package', (
       try {
         // The calls themselves hold no operator, function or type name that could resolve to a trap.
         const tomorrow = new Date(Date.now() + 86_400_000).toISOString();
-        await caller.query(`select order_automation.place_order($1, 'buyer2', 'store2', '[{"book_id": "book3", "count": 1, "price": 10}]')`,
-          [`p${breaches.length}_${path.length}_${Math.random()}`]);
+        await caller.query(
+          `select order_automation.place_order($1, 'buyer2', 'store2', '[{"book_id": "book3", "count": 1, "price": 10}]')`,
+          [`p${breaches.length}_${path.length}_${Math.random()}`],
+        );
         await caller.query(`set search_path = ${path}`);
         for (const call of [
           `call order_automation.cancel_expired_orders(as_of => '${tomorrow}', batch_size => 1)`,
@@ -240,35 +317,63 @@ describe('a role that may create objects in public cannot hijack the package', (
           'call order_automation.purge_history()',
         ]) {
           tally.inputsTried++;
-          await caller.query(call).catch((error: unknown) => breaches.push(`${path}: ${call}: ${(error as Error).message}`));
+          await caller
+            .query(call)
+            .catch((error: unknown) => breaches.push(`${path}: ${call}: ${(error as Error).message}`));
         }
       } finally {
         await caller.end();
       }
       const log = await hijackLog(db);
-      if (log.length > 0) breaches.push(`search_path ${path}: ran ${[...new Set(log.map((l) => `${l.what} as ${l.by_role}`))].join(', ')}`);
+      if (log.length > 0)
+        breaches.push(
+          `search_path ${path}: ran ${[...new Set(log.map((l) => `${l.what} as ${l.by_role}`))].join(', ')}`,
+        );
       await db.pool.query('truncate public.hijack_log');
     }
     tally.expectNone('the committing procedures call only pg_catalog and their own schema', breaches.length, breaches);
   });
 
   test('hostile strings given to the TypeScript module are data, never SQL', async () => {
-    const hostile = [`o'); delete from public.new_order; --`, `"; drop table public.store; --`, `$1`, `%s`, `\\`, `💥`, `x' or '1'='1`];
+    const hostile = [
+      `o'); delete from public.new_order; --`,
+      `"; drop table public.store; --`,
+      `$1`,
+      `%s`,
+      `\\`,
+      `💥`,
+      `x' or '1'='1`,
+    ];
     const before = Number((await one<{ n: string }>(db.pool, 'select count(*) n from public.new_order')).n);
     for (const id of hostile) {
       tally.inputsTried++;
-      const placed = await placeOrder(db.pool, { orderId: id, userId: 'buyer3', storeId: 'store1', items: [{ bookId: 'book3', count: 1, price: 1 }] });
+      const placed = await placeOrder(db.pool, {
+        orderId: id,
+        userId: 'buyer3',
+        storeId: 'store1',
+        items: [{ bookId: 'book3', count: 1, price: 1 }],
+      });
       expect(placed.orderId).toBe(id);
       await holdOrder(db.pool, id, id);
       expect((await readOrderEvents(db.pool, { orderId: id })).map((e) => e.cause)).toEqual(['place_order', 'hold']);
       await releaseOrder(db.pool, id);
       await cancelOrder(db.pool, id);
-      expect(sqlstateOf(await placeOrder(db.pool, { orderId: `${id}2`, userId: id, storeId: 'store1', items: [{ bookId: 'book3', count: 1, price: 1 }] })
-        .catch((e: unknown) => e))).toBe('23503');
+      expect(
+        sqlstateOf(
+          await placeOrder(db.pool, {
+            orderId: `${id}2`,
+            userId: id,
+            storeId: 'store1',
+            items: [{ bookId: 'book3', count: 1, price: 1 }],
+          }).catch((e: unknown) => e),
+        ),
+      ).toBe('23503');
       const storeError = await setStoreSettings(db.pool, id, { paymentTimeout: '1 hour' }).catch((e: unknown) => e);
       expect(storeError).toBeInstanceOf(Error);
     }
-    expect(Number((await one<{ n: string }>(db.pool, 'select count(*) n from public.new_order')).n)).toBe(before + hostile.length);
+    expect(Number((await one<{ n: string }>(db.pool, 'select count(*) n from public.new_order')).n)).toBe(
+      before + hostile.length,
+    );
     expect(Number((await one<{ n: string }>(db.pool, 'select count(*) n from public.store')).n)).toBe(6);
     expect(await hijackLog(db)).toEqual([]);
   });
@@ -294,7 +399,10 @@ describe('a first install into a database where another role could create object
       client.release();
     }
     tally.faultsInjected += 2;
-    const refused = await migrate(db.url, { schedule: false }).then(() => undefined, (e: unknown) => e as Error);
+    const refused = await migrate(db.url, { schedule: false }).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
     const log = await hijackLog(db);
     tally.expectNone('nothing planted runs as the installer during a first install', log.length, log.slice(0, 10));
     if (refused) {
@@ -303,7 +411,12 @@ describe('a first install into a database where another role could create object
     } else {
       await applyTestSql(db.pool);
       await seedBookstore(db.pool, { buyers: 1, stores: 1, books: 1 });
-      await placeOrder(db.pool, { orderId: 'first', userId: 'buyer1', storeId: 'store1', items: [{ bookId: 'book1', count: 1, price: 5 }] });
+      await placeOrder(db.pool, {
+        orderId: 'first',
+        userId: 'buyer1',
+        storeId: 'store1',
+        items: [{ bookId: 'book1', count: 1, price: 5 }],
+      });
       expect((await cancelExpiredOrders(db.pool, { asOf: new Date(Date.now() + 3_600_000) })).cancelled).toBe(1);
       expect(await hijackLog(db)).toEqual([]);
     }

@@ -1,6 +1,16 @@
 // What the reliability suite shares: the figures every file adds to the run's one summary line,
 // real parallel connections, set-based order generators, and SPEC §3's invariants checked in SQL.
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,10 +48,17 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export function openFigures(testFile: string): Tally {
   const name = path.basename(fileURLToPath(testFile));
   const tally: Tally = {
-    ordersRaced: 0, connections: 0, faultsInjected: 0, inputsTried: 0, violations: 0,
+    ordersRaced: 0,
+    connections: 0,
+    faultsInjected: 0,
+    inputsTried: 0,
+    violations: 0,
     expectNone(guarantee, count, detail) {
       tally.violations += count;
-      expect(count, `${guarantee}${count > 0 && detail !== undefined ? `: ${JSON.stringify(detail).slice(0, 2000)}` : ''}`).toBe(0);
+      expect(
+        count,
+        `${guarantee}${count > 0 && detail !== undefined ? `: ${JSON.stringify(detail).slice(0, 2000)}` : ''}`,
+      ).toBe(0);
     },
   };
   afterAll(() => publish(name, tally));
@@ -54,29 +71,39 @@ function publish(name: string, tally: Figures): void {
   mkdirSync(dir, { recursive: true });
   // Runs of a few files only never complete their set: their folders go after a day.
   for (const old of readdirSync(runs)) {
-    if (Date.now() - statSync(path.join(runs, old)).mtimeMs > 86_400_000) rmSync(path.join(runs, old), { recursive: true, force: true });
+    if (Date.now() - statSync(path.join(runs, old)).mtimeMs > 86_400_000)
+      rmSync(path.join(runs, old), { recursive: true, force: true });
   }
   const figures: Figures = {
-    ordersRaced: tally.ordersRaced, connections: tally.connections, faultsInjected: tally.faultsInjected,
-    inputsTried: tally.inputsTried, violations: tally.violations,
+    ordersRaced: tally.ordersRaced,
+    connections: tally.connections,
+    faultsInjected: tally.faultsInjected,
+    inputsTried: tally.inputsTried,
+    violations: tally.violations,
   };
   // Written whole, then renamed: a reader never sees half a file.
   writeFileSync(path.join(dir, `${name}.tmp`), JSON.stringify(figures));
   renameSync(path.join(dir, `${name}.tmp`), path.join(dir, `${name}.json`));
 
   const expected = readdirSync(here).filter((f) => f.endsWith('.test.ts'));
-  const reported = new Set(readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => f.replace(/\.json$/, '')));
-  if (!expected.every((f) => reported.has(f))) return;  // another file will complete the set
+  const reported = new Set(
+    readdirSync(dir)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => f.replace(/\.json$/, '')),
+  );
+  if (!expected.every((f) => reported.has(f))) return; // another file will complete the set
   try {
-    closeSync(openSync(path.join(dir, 'printed'), 'wx'));  // exactly one file prints
+    closeSync(openSync(path.join(dir, 'printed'), 'wx')); // exactly one file prints
   } catch {
     return;
   }
   const all = expected.map((f) => JSON.parse(readFileSync(path.join(dir, `${f}.json`), 'utf8')) as Figures);
   const sum = (key: keyof Figures) => all.reduce((total, f) => total + f[key], 0);
   const n = (value: number) => value.toLocaleString('en-US');
-  console.log(`reliability: ${n(sum('ordersRaced'))} orders raced, ${Math.max(...all.map((f) => f.connections))} connections at once, `
-    + `${n(sum('faultsInjected'))} faults injected, ${n(sum('inputsTried'))} inputs tried, ${sum('violations')} violations found`);
+  console.log(
+    `reliability: ${n(sum('ordersRaced'))} orders raced, ${Math.max(...all.map((f) => f.connections))} connections at once, ` +
+      `${n(sum('faultsInjected'))} faults injected, ${n(sum('inputsTried'))} inputs tried, ${sum('violations')} violations found`,
+  );
   rmSync(dir, { recursive: true, force: true });
 }
 
@@ -107,12 +134,19 @@ export async function reliabilityDatabase(): Promise<TestDatabase> {
 // ── connections ─────────────────────────────────────────────────────────────
 
 /** `count` real connections (one pg.Client each, so one backend each), all working at once. */
-export async function parallel<T>(url: string, count: number, tally: Figures, work: (client: pg.Client, i: number) => Promise<T>): Promise<T[]> {
-  const clients = await Promise.all(Array.from({ length: count }, async () => {
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
-    return client;
-  }));
+export async function parallel<T>(
+  url: string,
+  count: number,
+  tally: Figures,
+  work: (client: pg.Client, i: number) => Promise<T>,
+): Promise<T[]> {
+  const clients = await Promise.all(
+    Array.from({ length: count }, async () => {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      return client;
+    }),
+  );
   tally.connections = Math.max(tally.connections, count);
   try {
     return await Promise.all(clients.map((client, i) => work(client, i)));
@@ -131,7 +165,11 @@ export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve
 
 // ── orders ──────────────────────────────────────────────────────────────────
 
-export interface Shop { buyers: number; stores: number; books: number }
+export interface Shop {
+  buyers: number;
+  stores: number;
+  books: number;
+}
 
 export interface BulkOrders extends Shop {
   /** Order ids are prefix || 1..count; the deadline grows with the number, so it is also the due order. */
@@ -150,30 +188,41 @@ export interface BulkOrders extends Shop {
  */
 export async function bulkOrders(db: pg.Pool | pg.ClientBase, o: BulkOrders): Promise<string[]> {
   const { prefix, count, buyers, stores, books, state = 'unpaid', due, lines = 1 } = o;
-  await db.query(`
+  await db.query(
+    `
     insert into new_order (order_id, user_id, store_id, pay_deadline)
     select $1 || i, 'buyer' || (1 + i % $3), 'store' || (1 + i % $4),
            case when $5 and $6 = 'unpaid' then now() - interval '1 hour' + i * interval '1 millisecond'
                 else now() + interval '1 day' + i * interval '1 millisecond' end
-      from generate_series(1, $2::integer) i`, [prefix, count, buyers, stores, due, state]);
-  await db.query(`
+      from generate_series(1, $2::integer) i`,
+    [prefix, count, buyers, stores, due, state],
+  );
+  await db.query(
+    `
     insert into new_order_detail (order_id, book_id, count, price)
     select $1 || i, 'book' || (1 + (i + k) % $3), 1 + k, 100 + 7 * k
-      from generate_series(1, $2::integer) i, generate_series(0, $4::integer - 1) k`, [prefix, count, books, lines]);
+      from generate_series(1, $2::integer) i, generate_series(0, $4::integer - 1) k`,
+    [prefix, count, books, lines],
+  );
   if (state !== 'unpaid') await db.query(`update new_order set state = 1 where starts_with(order_id, $1)`, [prefix]);
   if (state === 'shipped') {
-    await db.query(`
+    await db.query(
+      `
       update new_order set state = 2, receipt_deadline =
         case when $2 then now() - interval '1 hour' else now() + interval '1 day' end
         + substr(order_id, length($1) + 1)::integer * interval '1 millisecond'
-       where starts_with(order_id, $1)`, [prefix, due]);
+       where starts_with(order_id, $1)`,
+      [prefix, due],
+    );
   }
   return Array.from({ length: count }, (_, i) => `${prefix}${i + 1}`);
 }
 
 export async function statesOf(db: pg.Pool | pg.ClientBase, prefix: string): Promise<Record<string, number>> {
   const { rows } = await db.query<{ state: number; n: string }>(
-    `select state, count(*) n from new_order where starts_with(order_id, $1) group by state order by state`, [prefix]);
+    `select state, count(*) n from new_order where starts_with(order_id, $1) group by state order by state`,
+    [prefix],
+  );
   return Object.fromEntries(rows.map((r) => [String(r.state), Number(r.n)]));
 }
 
@@ -230,7 +279,11 @@ export async function invariantBreaches(db: pg.Pool | pg.ClientBase): Promise<Re
 export async function expectInvariants(db: pg.Pool | pg.ClientBase, tally: Tally): Promise<void> {
   const breaches = await invariantBreaches(db);
   const total = Object.values(breaches).reduce((a, b) => a + b, 0);
-  tally.expectNone('the lifecycle invariants hold', total, Object.fromEntries(Object.entries(breaches).filter(([, v]) => v > 0)));
+  tally.expectNone(
+    'the lifecycle invariants hold',
+    total,
+    Object.fromEntries(Object.entries(breaches).filter(([, v]) => v > 0)),
+  );
 }
 
 export type Conserved = Awaited<ReturnType<typeof conserved>>;
@@ -240,7 +293,13 @@ export async function expectConserved(db: pg.Pool | pg.ClientBase, before: Conse
   const after = await conserved(db);
   const keys = new Set([...Object.keys(before.stock), ...Object.keys(after.stock)]);
   const stockMoved = [...keys].filter((k) => before.stock[k] !== after.stock[k]);
-  tally.expectNone('money is conserved', after.money === before.money ? 0 : 1, { before: before.money, after: after.money });
-  tally.expectNone('stock is conserved', stockMoved.length,
-    stockMoved.slice(0, 5).map((k) => ({ key: k, before: before.stock[k], after: after.stock[k] })));
+  tally.expectNone('money is conserved', after.money === before.money ? 0 : 1, {
+    before: before.money,
+    after: after.money,
+  });
+  tally.expectNone(
+    'stock is conserved',
+    stockMoved.length,
+    stockMoved.slice(0, 5).map((k) => ({ key: k, before: before.stock[k], after: after.stock[k] })),
+  );
 }

@@ -17,7 +17,10 @@ declare module 'vitest' {
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const started = Date.now();
-  const database = await getDatabase({ extensions: ['plpgsql_check'], log: (line) => console.log(`[database] ${line}`) });
+  const database = await getDatabase({
+    extensions: ['plpgsql_check'],
+    log: (line) => console.log(`[database] ${line}`),
+  });
   const template = `oa_template_${process.pid}`;
   const admin = new pg.Client({ connectionString: database.url });
   await admin.connect();
@@ -30,7 +33,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   }
   // The template is migrated without a schedule: clones must not all be run by pg_cron.
   await migrate(databaseUrl(database.url, template), { schedule: false });
-  console.log(`[database] ${database.provider} PostgreSQL ready, template ${template} migrated in ${Date.now() - started} ms`);
+  console.log(
+    `[database] ${database.provider} PostgreSQL ready, template ${template} migrated in ${Date.now() - started} ms`,
+  );
   project.provide('serverUrl', database.url);
   project.provide('cronDatabase', database.cronDatabase);
   project.provide('template', template);
