@@ -1,5 +1,5 @@
 // npm run bench: measures the automation against the seed's loop and the physical floor on a
-// throwaway database (issue 4), prints one table and writes the same figures as JSON.
+// throwaway database, prints one table and writes the same figures as JSON.
 // Progress goes to stderr, the table to stdout.
 import os from 'node:os';
 import pg from 'pg';

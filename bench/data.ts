@@ -1,5 +1,5 @@
 // The bench's bookstore, generated set-based in SQL: stores, buyers, orders in every state with
-// their lines and history, and stock and balances that agree with them (SPEC §3's invariants).
+// their lines and history, and stock and balances that agree with them (invariants).
 import type pg from 'pg';
 import { inParallel, asLoader } from './connections.js';
 
@@ -204,7 +204,7 @@ async function dropSecondaryIndexes(pool: pg.Pool, tables: string[]): Promise<st
   return rows.map((r) => r.definition);
 }
 
-/** SPEC §3's conserved quantities; the bench checks that its runs leave them as generated. */
+/** conserved quantities; the bench checks that its runs leave them as generated. */
 export interface Conservation {
   /** Books whose shelf plus the copies held by orders in states 0–3 is not INITIAL_STOCK: 0 when stock is conserved. */
   booksOffBalance: number;

@@ -1,5 +1,5 @@
 // Per-store timeouts, payment grace, receipt extension, holds, reminders, purging cancelled orders,
-// bounded history, the watchable event log, pausable jobs, and least-privilege roles (SPEC §8).
+// bounded history, the watchable event log, pausable jobs, and least-privilege roles.
 import type { MigrationBuilder } from 'node-pg-migrate';
 import { isRoutineFile, snapshot } from './snapshots/index.js';
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares a container engine for the testcontainers provider of scripts/database.ts (SPEC §7) on a
+# Prepares a container engine for the testcontainers provider of scripts/database.ts on a
 # Debian machine that reaches Debian's package mirror but no container registry: rootful Podman
 # serving the Docker API on a socket of its own, a Debian base image made with debootstrap and
 # imported under the name docker/postgres-cron/Dockerfile starts FROM, and the pg_cron image.

@@ -1,5 +1,5 @@
 // Finds a PostgreSQL server with pg_cron for the test suite and `npm start`
-// (SPEC §7): DATABASE_URL, else a testcontainers container, else a cluster
+//: DATABASE_URL, else a testcontainers container, else a cluster
 // started from the PostgreSQL binaries on this machine.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';

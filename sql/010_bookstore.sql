@@ -1,4 +1,4 @@
--- The bookstore's own tables (SPEC §2): users and their balances, stores and their stock,
+-- The bookstore's own tables: users and their balances, stores and their stock,
 -- orders and their lines. Apps may add columns; the package relies on the ones below.
 
 create table public."user" (
@@ -30,7 +30,7 @@ create table public.new_order (
   cancelled_at timestamptz,
   pay_deadline timestamptz,
   receipt_deadline timestamptz,
-  -- Kept by order_automation (SPEC §8): a hold, the one receipt extension, the last reminder.
+  -- Kept by order_automation: a hold, the one receipt extension, the last reminder.
   held_at timestamptz,
   hold_reason text,
   receipt_extended_at timestamptz,

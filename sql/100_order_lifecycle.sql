@@ -1,5 +1,7 @@
--- The order lifecycle on new_order (SPEC §3): a guard that refuses illegal state changes and the
+-- The order lifecycle on new_order: a guard that refuses illegal state changes and the
 -- set-based bookkeeping of each change (money, stock, history), the same for every writer.
+-- Trigger names carry a number because PostgreSQL fires the triggers of one event in name order:
+-- _050_ before _100_ before _900_ (guards first, bookkeeping and history last).
 
 -- Which writer changed an order: package routines set order_automation.cause for their transaction;
 -- a plain UPDATE by an app is recorded as 'sql'.

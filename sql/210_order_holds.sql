@@ -1,4 +1,4 @@
--- What shops ask for beyond the two rules (SPEC §8): a payment in flight is not cancelled under the
+-- What shops ask for beyond the two rules: a payment in flight is not cancelled under the
 -- buyer, the buyer may push the receipt deadline once, and a disputed order can be held. The four
 -- entry points run as the package's owner, so an app role needs only EXECUTE on them.
 

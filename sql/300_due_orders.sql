@@ -1,4 +1,4 @@
--- The two automations (SPEC §4): cancel unpaid orders past pay_deadline, confirm shipped orders past
+-- The two automations: cancel unpaid orders past pay_deadline, confirm shipped orders past
 -- receipt_deadline. Batches of batch_size, a COMMIT after each, skipping rows others are changing.
 
 create or replace function order_automation.due_orders(job text, as_of timestamptz, batch_size integer, skip_ids text[])

@@ -1,4 +1,4 @@
-// SPEC §4: the two procedures, driven through CALL ... (as_of => ...): what they process, in batches,
+// the two procedures, driven through CALL ... (as_of => ...): what they process, in batches,
 // what they skip, what they record, and that each order is processed at most once under races.
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';

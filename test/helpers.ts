@@ -99,7 +99,7 @@ export async function balanceOf(db: pg.Pool | pg.ClientBase, userId: string): Pr
   );
 }
 
-/** SPEC §3's conserved quantities: money (balances + totals held by paid/shipped orders) and stock per store/book. */
+/** conserved quantities: money (balances + totals held by paid/shipped orders) and stock per store/book. */
 export async function conserved(
   db: pg.Pool | pg.ClientBase,
 ): Promise<{ money: number; stock: Record<string, number> }> {

@@ -1,4 +1,4 @@
-// SPEC §3: every allowed change does its bookkeeping in the database, whoever makes it; every other
+// every allowed change does its bookkeeping in the database, whoever makes it; every other
 // change is refused with its documented SQLSTATE and a message naming the order.
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import {

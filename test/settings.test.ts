@@ -1,4 +1,4 @@
-// SPEC §4 settings: one row, read and changed through the module; bad values are refused by the
+// one row, read and changed through the module; bad values are refused by the
 // table's constraints with a message naming the setting, and a refused change changes nothing.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { getSettings, InvalidSettingError, payOrder, placeOrder, shipOrder, updateSettings } from '../src/index.js';

@@ -1,4 +1,4 @@
-// SPEC §8: what shops ask for beyond the two rules — per-store timeouts, payment grace, one receipt
+// what shops ask for beyond the two rules — per-store timeouts, payment grace, one receipt
 // extension, holds, due-soon reminders, purging cancelled orders — each with its races.
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';

@@ -1,4 +1,4 @@
-// SPEC §4 "a backlog never becomes one giant transaction and never blocks a buyer for longer than
+// "A backlog never becomes one giant transaction and never blocks a buyer for longer than
 // one batch": 100,000 due orders drained by the canceller while buyers keep placing and paying
 // orders on the same shelves, with real parallel connections; every wait measured.
 import { afterAll, beforeAll, expect, test } from 'vitest';

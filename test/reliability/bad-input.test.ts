@@ -1,4 +1,4 @@
-// SPEC §4 settings and §6 "bad settings, bad CLI arguments: a clear one-paragraph error, non-zero
+// Settings and "bad settings, bad CLI arguments: a clear one-paragraph error, non-zero
 // exit, nothing half-applied", tried hard: every setting out of range through the module and through
 // plain SQL, a fuzzed command line, as_of at the ends of time, time zones across DST, extreme batches.
 import { writeFileSync } from 'node:fs';
@@ -604,7 +604,7 @@ describe('time', () => {
             tally.inputsTried++;
             const id = `dst${++n}`;
             // Placed at the instant (pay deadline from the setting); shipped at it (receipt deadline);
-            // the receipt extended by the same span (extend_receipt, SPEC §8).
+            // the receipt extended by the same span (extend_receipt).
             await client.query(
               `insert into new_order (order_id, user_id, store_id, created_at) values ($1, 'buyer1', 'store1', $2)`,
               [id, instant],

@@ -1,4 +1,4 @@
-// SPEC §4 and §6 under faults: a run's backend killed mid-batch, the whole server stopped with
+// The automation under faults: a run's backend killed mid-batch, the whole server stopped with
 // `pg_ctl -m immediate` mid-run, orders the bookkeeping fails for, and locks nobody releases.
 // Each time: nothing half-applied, the failure visible where a user looks, and the next run done.
 import pg from 'pg';

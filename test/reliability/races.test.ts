@@ -1,4 +1,4 @@
-// SPEC §4 "each order is processed at most once, whatever runs at the same time", tried with real
+// "Each order is processed at most once, whatever runs at the same time", tried with real
 // parallel connections: buyers paying while cancellers run, runners of the same procedure side by
 // side, buyers confirming receipt while the auto-confirm runs. Every check is SQL over the database.
 import pg from 'pg';
@@ -118,7 +118,7 @@ describe('buyers and the canceller at the same time', () => {
         }
       }
       // Buyers start at the oldest deadline too (every other one from the newest), so they collide
-      // with the cancellers' batches; every third one announces the payment first (SPEC §8).
+      // with the cancellers' batches; every third one announces the payment first.
       const k = i - cancellers;
       const mine = ids.filter((_, j) => j % buyers === k);
       if (k % 2 === 1) mine.reverse();

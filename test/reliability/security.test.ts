@@ -1,4 +1,4 @@
-// SPEC §6 "nothing the package installs can be hijacked by objects another role creates": a role
+// "Nothing the package installs can be hijacked by objects another role creates": a role
 // that may only create objects in schema public plants functions, operators, aggregates, views and a
 // migrations table shadowing what the package uses; the owner (and pg_cron, a plain CALL with the
 // default search_path) then runs the package, and the hijacker's objects must never run.

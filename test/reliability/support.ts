@@ -1,5 +1,5 @@
 // What the reliability suite shares: the figures every file adds to the run's one summary line,
-// real parallel connections, set-based order generators, and SPEC §3's invariants checked in SQL.
+// real parallel connections, set-based order generators, and invariants checked in SQL.
 import {
   closeSync,
   mkdirSync,
@@ -288,7 +288,7 @@ export async function expectInvariants(db: pg.Pool | pg.ClientBase, tally: Tally
 
 export type Conserved = Awaited<ReturnType<typeof conserved>>;
 
-/** SPEC §3: money and each (store, book)'s stock are what they were (helpers' conserved(), in SQL). */
+/** money and each (store, book)'s stock are what they were (helpers' conserved(), in SQL). */
 export async function expectConserved(db: pg.Pool | pg.ClientBase, before: Conserved, tally: Tally): Promise<void> {
   const after = await conserved(db);
   const keys = new Set([...Object.keys(before.stock), ...Object.keys(after.stock)]);
