@@ -26,7 +26,6 @@ import {
   resumeJob,
   setSchedule,
   setStoreSettings,
-  settingNames,
   updateSettings,
   watchEvents,
   type JobName,
@@ -35,6 +34,8 @@ import {
   type Status,
   type StoreSettings,
 } from './index.js';
+import { settingsDescriptor, type SettingName } from './settings.js';
+import { jobs } from './types.js';
 
 export interface Io {
   stdout: { write(text: string): unknown };
@@ -80,18 +81,14 @@ interface Command {
   run(context: Context): Promise<{ data: unknown; text: string }>;
 }
 
-const settingKeys = Object.fromEntries(
-  Object.entries(settingNames).map(([key, name]) => [name, key as keyof Settings]),
-);
-/** Settings that may be switched off (NULL). */
-const nullableSettings: (keyof Settings)[] = ['remindBefore', 'purgeCancelledAfter'];
+const settingKeys = Object.keys(settingsDescriptor) as SettingName[];
+const settingByColumn = new Map(settingKeys.map((key) => [settingsDescriptor[key].column as string, key]));
+const settingColumns = [...settingByColumn.keys()];
+const nullableColumns = settingKeys
+  .filter((k) => settingsDescriptor[k].nullable)
+  .map((k) => settingsDescriptor[k].column);
 /** Short names of the jobs on the command line. */
-const jobAliases: Record<string, JobName> = {
-  cancel: 'cancel_expired_orders',
-  confirm: 'confirm_shipped_orders',
-  purge: 'purge_cancelled_orders',
-  'purge-history': 'purge_history',
-};
+const jobAliases: Record<string, JobName> = Object.fromEntries(jobNames.map((job) => [jobs[job].alias, job]));
 
 const commands: Record<string, Command> = {
   migrate: {
@@ -174,8 +171,8 @@ run purge-history deletes the run log older than history_retention. Prints how m
   settings: {
     usage: 'settings [get] | settings set <name>=<value> ...',
     summary: 'show the settings, or change some of them (all or none)',
-    details: `The settings: ${Object.values(settingNames).join(', ')}. Intervals are written as PostgreSQL reads
-them: 10 minutes, 1 day, 00:00:30; remind_before and purge_cancelled_after also take off (NULL).
+    details: `The settings: ${settingColumns.join(', ')}. Intervals are written as PostgreSQL reads
+them: 10 minutes, 1 day, 00:00:30; ${nullableColumns.join(' and ')} also take off (NULL).
 Example: order-automation settings set payment_timeout='15 minutes' batch_size=500
 When one value is refused, no setting changes.`,
     options: [],
@@ -450,16 +447,21 @@ function timestamp(flag: string, text: string): Date {
 }
 
 function settingChanges(pairs: string[]): Partial<Settings> {
-  const changes: Partial<Record<keyof Settings, string | number | null>> = {};
+  const changes: Partial<Record<SettingName, string | number | null>> = {};
   for (const [name, value] of pairs.map(splitPair)) {
-    const key = Object.hasOwn(settingKeys, name) ? settingKeys[name] : undefined;
-    if (!key)
-      throw new UsageError(`unknown setting "${name}"; the settings are ${Object.values(settingNames).join(', ')}`);
+    const key = settingByColumn.get(name);
+    if (!key) throw new UsageError(`unknown setting "${name}"; the settings are ${settingColumns.join(', ')}`);
     if (key in changes) throw new UsageError(`${name} is given twice`);
-    if (key === 'batchSize' && !/^[+-]?\d+$/.test(value)) {
-      throw new InvalidSettingError(`batch_size must be a whole number, not "${value}". No setting was changed.`);
+    const { kind, nullable } = settingsDescriptor[key];
+    if (nullable && isOff(value)) {
+      changes[key] = null;
+    } else if (kind === 'integer') {
+      if (!/^[+-]?\d+$/.test(value))
+        throw new InvalidSettingError(`${name} must be a whole number, not "${value}". No setting was changed.`);
+      changes[key] = Number(value);
+    } else {
+      changes[key] = value;
     }
-    changes[key] = key === 'batchSize' ? Number(value) : nullableSettings.includes(key) && isOff(value) ? null : value;
   }
   return changes as Partial<Settings>;
 }
@@ -529,9 +531,7 @@ function columns(rows: string[][]): string {
 }
 
 function settingsText(settings: Settings): string {
-  return columns(
-    Object.entries(settingNames).map(([key, name]) => [name, String(settings[key as keyof Settings] ?? 'off')]),
-  );
+  return columns(settingKeys.map((key) => [settingsDescriptor[key].column, String(settings[key] ?? 'off')]));
 }
 
 function storesText(stores: StoreSettings[]): string {
