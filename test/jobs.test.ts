@@ -5,9 +5,9 @@
 // procedure of their own (purge_history).
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { main } from '../src/cli/index.js';
 import { jobNames } from '../src/index.js';
 import { jobs, type JobName } from '../src/types.js';
+import { cliInProcess } from './cli-in-process.js';
 import { createTestDatabase, type TestDatabase } from './helpers.js';
 
 let db: TestDatabase;
@@ -50,15 +50,7 @@ async function raises(sql: string, values: unknown[]): Promise<string | undefine
   }
 }
 
-async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main([...argv, '--database-url', db.url], {
-    stdout: { write: (t: string) => (stdout += t) },
-    stderr: { write: (t: string) => (stderr += t) },
-  });
-  return { code, stdout, stderr };
-}
+const cli = (argv: string[]) => cliInProcess(argv, db.url);
 
 describe('the job list', () => {
   test('jobNames is exactly the rows of order_automation.job, and both kinds of job exist', () => {

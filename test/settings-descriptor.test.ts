@@ -3,9 +3,9 @@
 // derived from it (the select list, the update statement, the command line's parsing) must reach
 // each setting's own column.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { main } from '../src/cli/index.js';
 import { getSettings, settingNames, updateSettings, type Settings } from '../src/index.js';
 import { settingsDescriptor, type SettingName } from '../src/settings.js';
+import { cliInProcess } from './cli-in-process.js';
 import { createTestDatabase, one, type TestDatabase } from './helpers.js';
 
 let db: TestDatabase;
@@ -21,15 +21,7 @@ const row = async () =>
   (await one<{ row: Record<string, unknown> }>(db.pool, 'select to_jsonb(s) as row from order_automation.settings s'))
     .row;
 
-async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main([...argv, '--database-url', db.url], {
-    stdout: { write: (t: string) => (stdout += t) },
-    stderr: { write: (t: string) => (stderr += t) },
-  });
-  return { code, stdout, stderr };
-}
+const cli = (argv: string[]) => cliInProcess(argv, db.url);
 
 describe('the settings descriptor', () => {
   test('names every column of order_automation.settings but its primary key, with its type and nullability, and nothing else', async () => {
