@@ -36,9 +36,12 @@ export class PgCronUnavailableError extends OrderAutomationError {}
 /** The database could not be reached (refused, unknown host, bad credentials, no such database). */
 export class DatabaseUnreachableError extends OrderAutomationError {}
 
-const bySqlstate: Record<
-  string,
-  new (message: string, options: { sqlstate?: string; hint?: string; cause?: unknown }) => OrderAutomationError
+/** The class of each SQLSTATE the package raises (a test holds it equal to the codes sql/ raises). */
+export const errorClassBySqlstate: Readonly<
+  Record<
+    string,
+    new (message: string, options: { sqlstate?: string; hint?: string; cause?: unknown }) => OrderAutomationError
+  >
 > = {
   OA001: InvalidTransitionError,
   OA002: InsufficientStockError,
@@ -95,7 +98,7 @@ export function toOrderAutomationError(error: unknown): unknown {
   if (!pgError?.code) return error;
   const { code } = pgError;
   const message = pgError.message || String(error);
-  const Known = bySqlstate[code];
+  const Known = errorClassBySqlstate[code];
   if (Known) return new Known(message, { sqlstate: code, hint: pgError.hint, cause: error });
   if (code === '23514' && (pgError.table === 'settings' || pgError.table === 'store_settings')) {
     return new InvalidSettingError(`setting refused: ${pgError.constraint ?? message}`, {

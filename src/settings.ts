@@ -3,54 +3,86 @@
 import { type Db, query } from './db.js';
 import { InvalidSettingError, OrderAutomationError } from './errors.js';
 
-export interface Settings {
-  /** Deadline of a new order's payment, after it is placed (e.g. '00:10:00'). */
-  paymentTimeout: string;
-  /** Deadline of the buyer's confirmation of receipt, after shipping. */
-  receiptTimeout: string;
-  /** Orders per batch (one commit each). */
-  batchSize: number;
-  /** A run starts no new batch after this long. */
-  maxRunTime: string;
-  /** Default grace of paymentStarted(). */
-  paymentGrace: string;
-  /** Default extension of extendReceipt(). */
-  receiptExtension: string;
-  /** Due-soon reminders this long before a deadline; null: off. */
-  remindBefore: string | null;
-  /** Cancelled orders are deleted this long after cancellation; null: kept; '00:00:00': at once. */
-  purgeCancelledAfter: string | null;
-  /** The run log and pg_cron's run details of the jobs are kept this long. */
-  historyRetention: string;
-}
+/**
+ * Every setting, once: its TypeScript name, its column in order_automation.settings, its kind and
+ * whether it may be NULL (off), and what it does. The Settings type, the SQL below and the command
+ * line's parsing and help all derive from it; a test holds it equal to the table's columns.
+ */
+export const settingsDescriptor = {
+  paymentTimeout: {
+    column: 'payment_timeout',
+    kind: 'interval',
+    nullable: false,
+    doc: "deadline of a new order's payment, after it is placed",
+  },
+  receiptTimeout: {
+    column: 'receipt_timeout',
+    kind: 'interval',
+    nullable: false,
+    doc: "deadline of the buyer's confirmation of receipt, after shipping",
+  },
+  batchSize: { column: 'batch_size', kind: 'integer', nullable: false, doc: 'orders per batch (one commit each)' },
+  maxRunTime: {
+    column: 'max_run_time',
+    kind: 'interval',
+    nullable: false,
+    doc: 'a run starts no new batch after this long',
+  },
+  paymentGrace: {
+    column: 'payment_grace',
+    kind: 'interval',
+    nullable: false,
+    doc: 'default grace of payment_started()',
+  },
+  receiptExtension: {
+    column: 'receipt_extension',
+    kind: 'interval',
+    nullable: false,
+    doc: 'default extension of extend_receipt()',
+  },
+  remindBefore: {
+    column: 'remind_before',
+    kind: 'interval',
+    nullable: true,
+    doc: 'due-soon reminders this long before a deadline; off: none',
+  },
+  purgeCancelledAfter: {
+    column: 'purge_cancelled_after',
+    kind: 'interval',
+    nullable: true,
+    doc: 'cancelled orders are deleted this long after cancellation; off: kept; 0: at once',
+  },
+  historyRetention: {
+    column: 'history_retention',
+    kind: 'interval',
+    nullable: false,
+    doc: "the run log and pg_cron's run details of the jobs are kept this long",
+  },
+} as const satisfies Record<string, { column: string; kind: 'interval' | 'integer'; nullable: boolean; doc: string }>;
+
+type Descriptor = typeof settingsDescriptor;
+export type SettingName = keyof Descriptor;
+
+/**
+ * The settings row under TypeScript names: intervals as PostgreSQL prints them ('00:10:00'), integers
+ * as numbers, null where a nullable setting is off. See settingsDescriptor for what each one does.
+ */
+export type Settings = {
+  -readonly [K in SettingName]:
+    | (Descriptor[K]['kind'] extends 'integer' ? number : string)
+    | (Descriptor[K]['nullable'] extends true ? null : never);
+};
+
+const settingEntries = Object.entries(settingsDescriptor) as [SettingName, (typeof settingsDescriptor)[SettingName]][];
 
 /** The settings' SQL names, as the CLI and the table spell them. */
-export const settingNames = {
-  paymentTimeout: 'payment_timeout',
-  receiptTimeout: 'receipt_timeout',
-  batchSize: 'batch_size',
-  maxRunTime: 'max_run_time',
-  paymentGrace: 'payment_grace',
-  receiptExtension: 'receipt_extension',
-  remindBefore: 'remind_before',
-  purgeCancelledAfter: 'purge_cancelled_after',
-  historyRetention: 'history_retention',
-} as const satisfies Record<keyof Settings, string>;
-
-const intervalColumns = [
-  'payment_timeout',
-  'receipt_timeout',
-  'max_run_time',
-  'payment_grace',
-  'receipt_extension',
-  'remind_before',
-  'purge_cancelled_after',
-  'history_retention',
-] as const;
+export const settingNames = Object.fromEntries(settingEntries.map(([key, d]) => [key, d.column])) as {
+  readonly [K in SettingName]: Descriptor[K]['column'];
+};
 
 /** Column list reading every setting under its TypeScript name (intervals as text). */
-const selectSettings = Object.entries(settingNames)
-  .map(([key, column]) => (column === 'batch_size' ? `batch_size as "batchSize"` : `${column}::text as "${key}"`))
+const selectSettings = settingEntries
+  .map(([key, d]) => (d.kind === 'interval' ? `${d.column}::text as "${key}"` : `${d.column} as "${key}"`))
   .join(', ');
 
 export async function getSettings(db: Db): Promise<Settings> {
@@ -74,24 +106,23 @@ async function judged<T>(change: () => Promise<T>): Promise<T> {
 
 /**
  * Changes the given settings in one statement: all of them or, when one is refused, none.
- * A key present with the value null sets a nullable setting to NULL (remindBefore, purgeCancelledAfter).
+ * A key present with the value null switches a nullable setting off (NULL).
  */
 export async function updateSettings(db: Db, changes: Partial<Settings>): Promise<Settings> {
-  if (changes.batchSize !== undefined && !Number.isInteger(changes.batchSize)) {
-    throw new InvalidSettingError(`batch_size must be a whole number, not ${JSON.stringify(changes.batchSize)}`);
+  for (const [key, d] of settingEntries) {
+    const value: unknown = changes[key];
+    if (d.kind === 'integer' && value !== undefined && !(value === null && d.nullable) && !Number.isInteger(value)) {
+      throw new InvalidSettingError(`${d.column} must be a whole number, not ${JSON.stringify(value)}`);
+    }
   }
   const byColumn = Object.fromEntries(
-    Object.entries(changes)
-      .filter(([key, value]) => key in settingNames && value !== undefined)
-      .map(([key, value]) => [settingNames[key as keyof Settings], value]),
+    settingEntries.filter(([key]) => changes[key] !== undefined).map(([key, d]) => [d.column, changes[key]]),
   );
   // One static statement; each column changes only when its key is in the JSON object.
-  const assignments = [
-    ...intervalColumns.map(
-      (c) => `${c} = case when $1::jsonb ? '${c}' then ($1::jsonb ->> '${c}')::interval else ${c} end`,
-    ),
-    `batch_size = case when $1::jsonb ? 'batch_size' then ($1::jsonb ->> 'batch_size')::integer else batch_size end`,
-  ];
+  const assignments = settingEntries.map(
+    ([, { column: c, kind }]) =>
+      `${c} = case when $1::jsonb ? '${c}' then ($1::jsonb ->> '${c}')::${kind} else ${c} end`,
+  );
   return judged(
     async () =>
       (

@@ -63,10 +63,17 @@ export function toOrder(row: OrderRow): Order {
   };
 }
 
-export const jobNames = [
-  'cancel_expired_orders',
-  'confirm_shipped_orders',
-  'purge_cancelled_orders',
-  'purge_history',
-] as const;
-export type JobName = (typeof jobNames)[number];
+/**
+ * The package's jobs, one entry per row of the order_automation.job table (a test holds the two equal).
+ * `alias`: the short name the command line takes (run cancel, schedule pause cancel).
+ * `dueOrders`: run by run_due_orders in batches of due orders (as_of, batch_size, orders due now);
+ * false: a procedure of its own, with no orders due.
+ */
+export const jobs = {
+  cancel_expired_orders: { alias: 'cancel', dueOrders: true },
+  confirm_shipped_orders: { alias: 'confirm', dueOrders: true },
+  purge_cancelled_orders: { alias: 'purge', dueOrders: true },
+  purge_history: { alias: 'purge-history', dueOrders: false },
+} as const satisfies Record<string, { alias: string; dueOrders: boolean }>;
+export type JobName = keyof typeof jobs;
+export const jobNames = Object.keys(jobs) as readonly JobName[];

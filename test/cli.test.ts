@@ -20,7 +20,7 @@ interface Outcome {
 async function cli(args: string[], url: string | null): Promise<Outcome> {
   const { DATABASE_URL: _ignored, ORDER_AUTOMATION_SCHEDULE: _also, ...env } = process.env;
   try {
-    const { stdout, stderr } = await run('node_modules/.bin/tsx', ['src/cli.ts', ...args], {
+    const { stdout, stderr } = await run('node_modules/.bin/tsx', ['src/cli/index.ts', ...args], {
       cwd: root,
       env: url === null ? env : { ...env, DATABASE_URL: url },
     });

@@ -4,7 +4,7 @@
 import { writeFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { main } from '../../src/cli.js';
+import { main } from '../../src/cli/index.js';
 import {
   cancelExpiredOrders,
   confirmShippedOrders,

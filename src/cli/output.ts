@@ -1,0 +1,159 @@
+// What the command prints: times, counts and tables as text. Nothing here talks to the database or
+// judges an argument; it only renders what the module returned.
+import type { OrderEvent, Settings, Status, StoreSettings } from '../index.js';
+import { settingsDescriptor, type SettingName } from '../settings.js';
+
+/**
+ * A message on one line whatever it echoes: a line break or a control character in an argument
+ * (or in PostgreSQL's echo of a value) is shown escaped, so it cannot split the paragraph or drive
+ * the terminal (ANSI escapes).
+ */
+export function oneLine(text: string): string {
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) =>
+    c === '\n' ? '\\n' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
+export function sentence(text: string): string {
+  return /[.!?]$/.test(text) ? text : `${text}.`;
+}
+
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+/** "a", "a and b", "a, b and c". */
+export function listed(words: readonly string[]): string {
+  return words.length < 2 ? words.join('') : `${words.slice(0, -1).join(', ')} and ${words.at(-1)}`;
+}
+
+export function time(at: Date): string {
+  return at
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, ' UTC');
+}
+
+function relative(at: Date, now: Date): string {
+  const seconds = Math.round((at.getTime() - now.getTime()) / 1000);
+  const abs = Math.abs(seconds);
+  const span =
+    abs < 90
+      ? `${abs} s`
+      : abs < 90 * 60
+        ? `${Math.round(abs / 60)} min`
+        : abs < 48 * 3600
+          ? `${Math.round(abs / 3600)} h`
+          : `${Math.round(abs / 86400)} days`;
+  return seconds >= 0 ? `in ${span}` : `${span} ago`;
+}
+
+/** Left-aligned columns, two spaces apart. */
+export function columns(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+export function settingsText(settings: Settings): string {
+  return columns(
+    (Object.keys(settingsDescriptor) as SettingName[]).map((key) => [
+      settingsDescriptor[key].column,
+      String(settings[key] ?? 'off'),
+    ]),
+  );
+}
+
+export function storesText(stores: StoreSettings[]): string {
+  if (stores.length === 0) return 'no store overrides: every store follows the global settings';
+  return columns([
+    ['store', 'payment_timeout', 'receipt_timeout'],
+    ...stores.map((s) => [s.storeId, s.paymentTimeout ?? '(global)', s.receiptTimeout ?? '(global)']),
+  ]);
+}
+
+export function eventLine(e: OrderEvent): string {
+  return `${e.id}  ${time(e.at)}  ${e.orderId}  ${e.from ?? 'placed'} -> ${e.to ?? 'deleted'}  ${e.cause}${e.note ? `  ${e.note}` : ''}`;
+}
+
+export function eventsTable(events: OrderEvent[]): string {
+  if (events.length === 0) return 'no events';
+  const rows = events.map((e) => [
+    String(e.id),
+    e.orderId,
+    e.from ?? '-',
+    e.to ?? '-',
+    e.cause,
+    time(e.at),
+    e.note ?? '',
+  ]);
+  return columns([['id', 'order', 'from', 'to', 'cause', 'at', 'note'], ...rows]);
+}
+
+export function statusText(status: Status, now: Date): string {
+  const jobs = status.jobs.map((job) => {
+    const run = job.lastRun;
+    const active =
+      job.cronDatabase === null
+        ? 'no (not scheduled)'
+        : job.active === null
+          ? 'unknown (pg_cron could not be read)'
+          : `${job.active ? 'yes' : 'no (inactive in pg_cron)'}${job.cronDatabase === status.database ? '' : `, from database "${job.cronDatabase}"`}`;
+    return columns([
+      ['job', job.job],
+      ['schedule', job.schedule],
+      ['active', active],
+      ['last run', run ? `${time(run.startedAt)} (${relative(run.startedAt, now)})` : 'never'],
+      [
+        'result',
+        !run ? '-' : run.error !== null ? 'error' : run.finishedAt === null ? 'unfinished (running, or stopped)' : 'ok',
+      ],
+      ['processed', run ? String(run.processed) : '-'],
+      ['failed', run ? String(run.failed) : '-'],
+      ['error', run?.error ?? '-'],
+      ['next run', job.nextRunAt ? `${time(job.nextRunAt)} (${relative(job.nextRunAt, now)})` : '-'],
+      ['due now', job.dueNow === null ? '-' : String(job.dueNow)],
+      ['held', job.held === null ? '-' : String(job.held)],
+      ['next deadline', job.nextDeadline ? `${time(job.nextDeadline)} (${relative(job.nextDeadline, now)})` : '-'],
+    ]);
+  });
+  return [
+    `database ${status.database}`,
+    ...jobs,
+    `settings\n${settingsText(status.settings)}`,
+    `store overrides\n${storesText(status.storeSettings)}`,
+  ].join('\n\n');
+}
+
+/** The help of the whole command: every command's usage line and summary. */
+export function usage(commands: readonly { usage: string; summary: string }[]): string {
+  return `Usage: order-automation <command> [options]
+
+Cancels unpaid orders past their payment deadline and confirms shipped orders past their receipt
+deadline, inside PostgreSQL, on pg_cron's schedule.
+
+Commands:
+${commands.map((c) => `  ${c.usage}\n      ${c.summary}`).join('\n')}
+
+Options of every command:
+  --database-url <url>   postgres://user:password@host:port/database (default: $DATABASE_URL)
+  --json                 print JSON instead of text
+  -h, --help             this help; order-automation <command> --help for one command
+  --version              print the version
+
+Exit codes: 0 done, 1 refused or failed (the message says why), 2 a mistake in the command line.
+`;
+}
+
+/** The help of one command: its usage line, summary and details. */
+export function commandUsage(command: { usage: string; summary: string; details: string }): string {
+  const summary = command.summary[0]!.toUpperCase() + command.summary.slice(1);
+  return `Usage: order-automation ${command.usage} [--database-url <url>] [--json]\n\n${summary}.\n${command.details}\n`;
+}
