@@ -1,6 +1,11 @@
 // Installing: migrations run twice or at once do no harm, down removes what up added, a migrated
 // database holds exactly the definitions of sql/, and every routine passes plpgsql_check.
-import { readdirSync, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, test } from 'vitest';
 import { migrate, migrationsDir } from '../src/index.js';
@@ -134,6 +139,69 @@ describe('migrations', () => {
     );
     expect(rows[0].n).toBe(1);
     expect((await hasPackage(db.pool)).schema).toBe(false);
+  });
+});
+
+describe('making a release', () => {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  // A copy of sql/, the snapshots and the script, so that the trial release never reaches the tree.
+  const copy = mkdtempSync(join(tmpdir(), 'oa-release-'));
+  afterAll(() => rmSync(copy, { recursive: true, force: true }));
+  for (const path of ['sql', 'migrations/snapshots', 'scripts/snapshot.ts']) {
+    cpSync(join(root, path), join(copy, path), { recursive: true });
+  }
+  const snapshotScript = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+    const tsx = join(root, 'node_modules/.bin/tsx');
+    return promisify(execFile)(tsx, [join(copy, 'scripts/snapshot.ts'), ...args]).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+  };
+
+  test('a release that changes one routine file freezes only it; up applies it and down restores its previous release', async () => {
+    // Whatever sql/ holds that no release has frozen yet goes first, so the trial changes one file only.
+    await snapshotScript('9997_catch_up');
+    expect(await snapshotScript('9998_nothing')).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(/^nothing in sql\/ changed/),
+    });
+    expect(existsSync(join(copy, 'migrations/snapshots/9998_nothing.sql'))).toBe(false);
+
+    const file = join(copy, 'sql/310_purge_history.sql');
+    const changed = readFileSync(file, 'utf8').replace(
+      /^end \$\$;$/m,
+      () => '  -- changed by the trial release\nend $$;',
+    );
+    expect(changed).toContain('trial release');
+    writeFileSync(file, changed);
+    expect((await snapshotScript('9999_trial')).code).toBe(0);
+    const releases = (await import(
+      pathToFileURL(join(copy, 'migrations/snapshots/index.ts')).href
+    )) as typeof import('../migrations/snapshots/index.js');
+    expect(releases.sections('9999_trial').map(({ text, ...s }) => ({ ...s, text: text !== undefined }))).toEqual([
+      { file: '310_purge_history.sql', text: true },
+      { file: '600_privileges.sql', from: releases.released('600_privileges.sql', '9999_trial')!.release, text: false },
+    ]);
+    // A released snapshot never changes; an unreleased one may be made again.
+    expect((await snapshotScript('9999_trial')).code).toBe(2);
+    expect((await snapshotScript('9999_trial', '--replace')).code).toBe(0);
+
+    const db = await createTestDatabase();
+    created.push(db);
+    const definition = async () =>
+      (
+        await db.pool.query<{ def: string }>(
+          `select pg_get_functiondef('order_automation.purge_history'::regproc) as def`,
+        )
+      ).rows[0]!.def;
+    const before = await definition();
+    // up applies the changed file, then the privileges file as last released (new routines need their grants).
+    const up = releases.apply('9999_trial');
+    expect(up).toContain(readFileSync(join(copy, 'sql/600_privileges.sql'), 'utf8').trimEnd());
+    await db.pool.query(up);
+    expect(await definition()).toContain('changed by the trial release');
+    await db.pool.query(releases.previous('9999_trial'));
+    expect(await definition()).toBe(before);
   });
 });
 
