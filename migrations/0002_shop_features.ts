@@ -1,7 +1,7 @@
 // Per-store timeouts, payment grace, receipt extension, holds, reminders, purging cancelled orders,
 // bounded history, the watchable event log, pausable jobs, and least-privilege roles.
 import type { MigrationBuilder } from 'node-pg-migrate';
-import { isRoutineFile, snapshot } from './snapshots/index.js';
+import { previous, snapshot } from './snapshots/index.js';
 
 export async function up(pgm: MigrationBuilder): Promise<void> {
   pgm.sql(`
@@ -103,8 +103,9 @@ export async function down(pgm: MigrationBuilder): Promise<void> {
     create index new_order_pay_deadline_due on public.new_order (pay_deadline) where state = 0;
     create index new_order_receipt_deadline_due on public.new_order (receipt_deadline) where state = 2;
   `);
-  // The first release's routines, as they were; and its privileges (executable by PUBLIC).
-  pgm.sql(snapshot('0001_core', isRoutineFile));
+  // The first release's routines, as they were (the files new in this release were dropped above);
+  // and its privileges (executable by PUBLIC).
+  pgm.sql(previous('0002_shop_features'));
   pgm.sql(`
     grant execute on all functions in schema order_automation to public;
     grant execute on all procedures in schema order_automation to public;

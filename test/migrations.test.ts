@@ -1,6 +1,11 @@
 // Installing: migrations run twice or at once do no harm, down removes what up added, a migrated
 // database holds exactly the definitions of sql/, and every routine passes plpgsql_check.
-import { readdirSync, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, test } from 'vitest';
 import { migrate, migrationsDir } from '../src/index.js';
@@ -134,6 +139,128 @@ describe('migrations', () => {
     );
     expect(rows[0].n).toBe(1);
     expect((await hasPackage(db.pool)).schema).toBe(false);
+  });
+});
+
+describe('making a release', () => {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  type Releases = typeof import('../migrations/snapshots/index.js');
+  const copies: string[] = [];
+  afterAll(() => copies.forEach((copy) => rmSync(copy, { recursive: true, force: true })));
+
+  /**
+   * A copy of sql/, the snapshots and the script, so that a trial release never reaches the tree, with
+   * whatever sql/ holds that no release has frozen yet released first (9990): a trial then changes only
+   * what it changes itself.
+   */
+  async function trialTree() {
+    const copy = mkdtempSync(join(tmpdir(), 'oa-release-'));
+    copies.push(copy);
+    for (const path of ['sql', 'migrations/snapshots', 'scripts/snapshot.ts']) {
+      cpSync(join(root, path), join(copy, path), { recursive: true });
+    }
+    const snapshotScript = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+      promisify(execFile)(join(root, 'node_modules/.bin/tsx'), [join(copy, 'scripts/snapshot.ts'), ...args]).then(
+        ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+        (e: { code: number; stdout: string; stderr: string }) => e,
+      );
+    expect((await snapshotScript('9990_catch_up')).code).toBe(0);
+    const releases = (await import(pathToFileURL(join(copy, 'migrations/snapshots/index.ts')).href)) as Releases;
+    return { copy, snapshotScript, releases };
+  }
+
+  async function definitionOf(db: TestDatabase, routine: string): Promise<string | undefined> {
+    const { rows } = await db.pool.query<{ def: string }>(
+      `select pg_get_functiondef(p.oid) as def from pg_proc p where p.oid = to_regproc($1)`,
+      [routine],
+    );
+    return rows[0]?.def;
+  }
+
+  test('a release that changes one line of a routine file freezes only that line; up applies it and down restores its previous release', async () => {
+    const { copy, snapshotScript, releases } = await trialTree();
+    expect(await snapshotScript('9991_nothing')).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(/^nothing in sql\/ changed/),
+    });
+    expect(existsSync(join(copy, 'migrations/snapshots/9991_nothing.sql'))).toBe(false);
+    const file = join(copy, 'sql/310_purge_history.sql');
+    const text = readFileSync(file, 'utf8');
+    // A comment line inside the procedure's body: part of its definition, harmless to change.
+    const line = text.split('\n').find((l) => l.startsWith("  -- pg_cron's log of our jobs"))!;
+    const changedLine = `${line} Changed by the trial.`;
+    writeFileSync(
+      file,
+      text.replace(line, () => changedLine),
+    );
+    expect((await snapshotScript('9992_trial')).code).toBe(0);
+
+    const [purge, privileges] = releases.sections('9992_trial');
+    expect([purge?.file, privileges]).toEqual([
+      '310_purge_history.sql',
+      { file: '600_privileges.sql', from: releases.released('600_privileges.sql', '9992_trial')!.release },
+    ]);
+    // The changed line, with two lines of context each side: nothing else of the file.
+    const hunk = purge!.diff!.trimEnd().split('\n');
+    expect(hunk).toHaveLength(1 + 2 + 2 + 2);
+    expect(hunk[0]).toMatch(/^@@ -\d+,5 \+\d+,5 @@$/);
+    expect(hunk.filter((l) => /^[-+]/.test(l))).toEqual([`-${line}`, `+${changedLine}`]);
+    expect(releases.released('310_purge_history.sql')!.text).toBe(readFileSync(file, 'utf8'));
+
+    // A released snapshot never changes; an unreleased one may be made again.
+    expect((await snapshotScript('9992_trial')).code).toBe(2);
+    expect((await snapshotScript('9992_trial', '--replace')).code).toBe(0);
+
+    const db = await createTestDatabase();
+    created.push(db);
+    const before = await definitionOf(db, 'order_automation.purge_history');
+    expect(before).toContain(line);
+    // up applies the whole changed file, then the privileges file as last released (new routines need their grants).
+    const up = releases.apply('9992_trial');
+    expect(up).toContain(readFileSync(file, 'utf8'));
+    expect(up).toContain(readFileSync(join(copy, 'sql/600_privileges.sql'), 'utf8').trimEnd());
+    await db.pool.query(up);
+    expect(await definitionOf(db, 'order_automation.purge_history')).toBe(before!.replace(line, changedLine));
+    await db.pool.query(releases.previous('9992_trial'));
+    expect(await definitionOf(db, 'order_automation.purge_history')).toBe(before);
+  });
+
+  test('a new routine file is frozen as a diff adding every line; a frozen diff that no longer matches is refused, naming release and file', async () => {
+    const { copy, snapshotScript, releases } = await trialTree();
+    const added = join(copy, 'sql/320_trial.sql');
+    writeFileSync(
+      added,
+      '-- A trial routine.\ncreate or replace function order_automation.trial_answer() returns int\nlanguage sql as $$ select 42 $$;\n',
+    );
+    expect(await snapshotScript('9992_trial')).toMatchObject({
+      code: 0,
+      stdout: expect.stringContaining('320_trial.sql'),
+    });
+    const [section] = releases.sections('9992_trial');
+    expect(section).toEqual({
+      file: '320_trial.sql',
+      diff: `@@ -0,0 +1,3 @@\n${readFileSync(added, 'utf8').replace(/^/gm, '+').slice(0, -1)}\n`,
+    });
+
+    const db = await createTestDatabase();
+    created.push(db);
+    await db.pool.query(releases.apply('9992_trial'));
+    expect((await db.pool.query('select order_automation.trial_answer() as answer')).rows).toEqual([{ answer: 42 }]);
+    // The file has no earlier release: down has nothing of it to apply again (it drops the function itself).
+    expect(releases.previous('9992_trial')).not.toContain('320_trial.sql');
+
+    // The next release changes the file again: its diff applies onto the file as composed so far.
+    writeFileSync(added, readFileSync(added, 'utf8').replace('select 42', 'select 43'));
+    expect((await snapshotScript('9993_next')).code).toBe(0);
+    expect(releases.sections('9993_next')[0]!.diff).toContain('+language sql as $$ select 43 $$;');
+    expect(releases.apply('9993_next')).toContain(readFileSync(added, 'utf8'));
+    // An earlier snapshot edited after the fact: composing the file fails loudly, never approximately.
+    const frozen = join(copy, 'migrations/snapshots/9992_trial.sql');
+    writeFileSync(frozen, readFileSync(frozen, 'utf8').replace('select 42', 'select 41'));
+    expect(() => releases.apply('9993_next')).toThrow(
+      "9993_next: 320_trial.sql: the frozen diff does not apply to the file's previous release: " +
+        '@@ -1,3 +1,3 @@ expects line 3 to be "language sql as $$ select 42 $$;", it is "language sql as $$ select 41 $$;"',
+    );
   });
 });
 
