@@ -4,7 +4,7 @@
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { getDatabase } from './database.js';
+import { getDatabase } from './database/index.js';
 import { getStatus, migrate, readOrderEvents, type JobStatus } from '../src/index.js';
 
 const { values: flags } = parseArgs({

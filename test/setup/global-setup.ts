@@ -1,8 +1,8 @@
-// One PostgreSQL with pg_cron for the whole run (scripts/database.ts finds or starts it), and one
+// One PostgreSQL with pg_cron for the whole run (scripts/database/ finds or starts it), and one
 // migrated template database that every test file clones.
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
-import { getDatabase } from '../../scripts/database.js';
+import { getDatabase } from '../../scripts/database/index.js';
 import { migrate } from '../../src/index.js';
 import { databaseUrl } from './urls.js';
 
