@@ -15,6 +15,7 @@ import {
   shipOrder,
 } from '../src/index.js';
 import { balanceOf, conserved, createTestDatabase, one, seedBookstore, stockOf, type TestDatabase } from './helpers.js';
+import { newClient } from './setup/connections.js';
 
 let db: TestDatabase;
 let n = 0;
@@ -248,7 +249,7 @@ describe('at most once, with real parallel connections', () => {
   async function parallel<T>(count: number, work: (client: pg.Client, i: number) => Promise<T>): Promise<T[]> {
     const clients = await Promise.all(
       Array.from({ length: count }, async () => {
-        const c = new pg.Client({ connectionString: db.url });
+        const c = newClient({ connectionString: db.url });
         await c.connect();
         return c;
       }),

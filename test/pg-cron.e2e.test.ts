@@ -1,11 +1,11 @@
 // The real schedule, end to end: pg_cron itself (not a CALL of ours) cancels an unpaid order and
 // confirms a shipped one, in two databases of one cluster at once, on the next minute's tick.
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { inject } from 'vitest';
 import { getStatus, migrate, pauseJob, resumeJob, setSchedule } from '../src/index.js';
 import { databaseUrl } from './setup/urls.js';
 import { balanceOf, createTestDatabase, one, seedBookstore, stockOf, type TestDatabase } from './helpers.js';
+import { newClient } from './setup/connections.js';
 
 const shops: TestDatabase[] = [];
 
@@ -44,7 +44,7 @@ describe('pg_cron runs the automation on its own', () => {
     }
 
     // Both databases' jobs are in pg_cron, under names that cannot collide.
-    const cronDb = new pg.Client({ connectionString: databaseUrl(inject('serverUrl'), inject('cronDatabase')) });
+    const cronDb = newClient({ connectionString: databaseUrl(inject('serverUrl'), inject('cronDatabase')) });
     await cronDb.connect();
     try {
       const jobs = await cronDb.query<{ jobname: string; database: string; schedule: string; active: boolean }>(

@@ -1,6 +1,5 @@
 // what shops ask for beyond the two rules — per-store timeouts, payment grace, one receipt
 // extension, holds, due-soon reminders, purging cancelled orders — each with its races.
-import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import {
   cancelExpiredOrders,
@@ -28,6 +27,7 @@ import {
   cancelOrder,
 } from '../src/index.js';
 import { conserved, createTestDatabase, one, seedBookstore, stockOf, type TestDatabase } from './helpers.js';
+import { newClient } from './setup/connections.js';
 
 let db: TestDatabase;
 let n = 0;
@@ -137,7 +137,7 @@ describe('payment grace', () => {
     await db.pool.query(`update new_order set pay_deadline = now() - interval '1 minute' where order_id = any($1)`, [
       ids,
     ]);
-    const payers = Array.from({ length: 4 }, () => new pg.Client({ connectionString: db.url }));
+    const payers = Array.from({ length: 4 }, () => newClient({ connectionString: db.url }));
     await Promise.all(payers.map((c) => c.connect()));
     try {
       const [outcomes] = await Promise.all([
@@ -263,7 +263,7 @@ describe('holds', () => {
     await db.pool.query(`update new_order set pay_deadline = now() - interval '1 minute' where order_id = any($1)`, [
       ids,
     ]);
-    const holder = new pg.Client({ connectionString: db.url });
+    const holder = newClient({ connectionString: db.url });
     await holder.connect();
     try {
       const [held] = await Promise.all([

@@ -1,9 +1,9 @@
 // watchEvents(): a live feed of order events woken by NOTIFY, that survives a dropped connection
 // without losing or repeating an event, including events whose transactions commit out of id order.
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { placeOrder, watchEvents, type OrderEvent } from '../src/index.js';
 import { createTestDatabase, seedBookstore, type TestDatabase } from './helpers.js';
+import { newClient } from './setup/connections.js';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -82,7 +82,7 @@ describe('watchEvents', () => {
   });
 
   test('an event whose transaction commits after a later id is not skipped', async () => {
-    const slow = new pg.Client({ connectionString: db.url });
+    const slow = newClient({ connectionString: db.url });
     await slow.connect();
     try {
       const stream = watchEvents(db.url, { afterId: await lastEventId(), pollIntervalMs: 200 });

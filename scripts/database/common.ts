@@ -41,6 +41,9 @@ export async function readCronDatabase(
   { createExtension }: { createExtension: boolean },
 ): Promise<string> {
   const client = new pg.Client({ connectionString: url });
+  // A connection the server ends between two queries fails the next one; unheard, its 'error' event
+  // would be an uncaught exception.
+  client.on('error', () => undefined);
   await client.connect();
   try {
     if (createExtension) await client.query('create extension if not exists pg_cron');

@@ -21,6 +21,7 @@ import {
   sqlstateOf,
   statesOf,
 } from './support.js';
+import { newClient, newPool } from '../setup/connections.js';
 
 const tally = openFigures(import.meta.url);
 const shop: Shop = { buyers: 12, stores: 6, books: 6 };
@@ -127,8 +128,7 @@ const sameConserved = (a: Conserved, b: Conserved) =>
 
 async function crashScenario(): Promise<CrashOutcome> {
   const server = await ownServer();
-  let pool = new pg.Pool({ connectionString: server.url, max: 4 });
-  pool.on('error', () => undefined);
+  let pool = newPool({ connectionString: server.url, max: 4 });
   try {
     await migrate(server.url); // this is pg_cron's database: the jobs are scheduled here, every minute
     await applyTestSql(pool);
@@ -139,8 +139,7 @@ async function crashScenario(): Promise<CrashOutcome> {
     await pool.query(slowBatchTrigger);
     const before = await conserved(pool);
 
-    const runner = new pg.Client({ connectionString: server.url });
-    runner.on('error', () => undefined);
+    const runner = newClient({ connectionString: server.url });
     await runner.connect();
     // This cluster commits asynchronously (it is thrown away): the run's own commits must reach
     // the WAL before they return, as on any real server, for "committed batches survive" to hold.
@@ -163,8 +162,7 @@ async function crashScenario(): Promise<CrashOutcome> {
     await runner.end().catch(() => undefined);
     await server.start();
 
-    pool = new pg.Pool({ connectionString: server.url, max: 4 });
-    pool.on('error', () => undefined);
+    pool = newPool({ connectionString: server.url, max: 4 });
     const restartedAt = (await pool.query<{ now: Date }>('select now()')).rows[0]!.now;
     const afterRestart = {
       states: await statesOf(pool, 'crash_'),
@@ -263,8 +261,7 @@ describe('a run killed mid-batch', () => {
       const before = await conserved(db.pool);
       const sellers = await sellerBalances(db.pool);
 
-      const runner = new pg.Client({ connectionString: db.url });
-      runner.on('error', () => undefined);
+      const runner = newClient({ connectionString: db.url });
       await runner.connect();
       await runner.query(`set reliability.slow_after = '2'`);
       const call = runner.query(`call order_automation.${job}(batch_size => 500)`).then(
@@ -469,7 +466,7 @@ describe('locks nobody releases', () => {
   test('an order locked by another session forever is skipped, not waited for, and processed once the lock is gone', async () => {
     const prefix = 'locked_';
     await bulkOrders(db.pool, { ...shop, prefix, count: 50, due: true });
-    const holder = new pg.Client({ connectionString: db.url });
+    const holder = newClient({ connectionString: db.url });
     await holder.connect();
     try {
       await holder.query('begin');
@@ -511,8 +508,8 @@ describe('locks nobody releases', () => {
     'a lock held forever on %s never hangs the %s run: it gives up within its lock_timeout and says why',
     async (_what, job, lock) => {
       const own = await reliabilityDatabase();
-      const holder = new pg.Client({ connectionString: own.url });
-      const runner = new pg.Client({ connectionString: own.url });
+      const holder = newClient({ connectionString: own.url });
+      const runner = newClient({ connectionString: own.url });
       try {
         await seedBookstore(own.pool, { ...shop, balance: 1_000_000, stock: 1000 });
         await bulkOrders(own.pool, {

@@ -4,8 +4,8 @@
 import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
 import { getDatabase } from '../../scripts/database/index.js';
+import { newClient } from '../setup/connections.js';
 
 export interface OwnServer {
   /** A superuser's URL of the cron database (postgres) of the cluster. */
@@ -20,7 +20,7 @@ export interface OwnServer {
 export async function ownServer(): Promise<OwnServer> {
   const database = await getDatabase({ provider: 'local' });
   try {
-    const client = new pg.Client({ connectionString: database.url });
+    const client = newClient({ connectionString: database.url });
     await client.connect();
     const { rows } = await client.query<{ data: string; bindir: string }>(
       `select current_setting('data_directory') as data, (select setting from pg_config where name = 'BINDIR') as bindir`,

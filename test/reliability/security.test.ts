@@ -29,6 +29,7 @@ import {
 } from '../../src/index.js';
 import { admin, createTestDatabase, one, seedBookstore, type TestDatabase } from '../helpers.js';
 import { applyTestSql, expectInvariants, openFigures, reliabilityDatabase, sqlstateOf } from './support.js';
+import { newClient } from '../setup/connections.js';
 
 const tally = openFigures(import.meta.url);
 
@@ -239,7 +240,7 @@ describe('a role that may create objects in public cannot hijack the package', (
   });
 
   test('the owner runs the whole lifecycle, the automation, the settings and the status with the default search_path: no planted object ever runs', async () => {
-    const owner = new pg.Client({ connectionString: db.url });
+    const owner = newClient({ connectionString: db.url });
     await owner.connect();
     try {
       // The caller's own temp objects, named like the package's tables, come first in its search path.
@@ -300,7 +301,7 @@ describe('a role that may create objects in public cannot hijack the package', (
     await db.pool.query('truncate public.hijack_log');
     const breaches: string[] = [];
     for (const path of ['public', '"$user", public', 'public, pg_catalog', 'public, pg_temp, pg_catalog']) {
-      const caller = new pg.Client({ connectionString: db.url });
+      const caller = newClient({ connectionString: db.url });
       await caller.connect();
       try {
         // The calls themselves hold no operator, function or type name that could resolve to a trap.
