@@ -1,7 +1,7 @@
 // Where the bench runs: a throwaway local PostgreSQL 15 with pg_cron (fsync off), or a server the
 // user named; in both, databases of the bench's own, cloned from one migrated template.
 import pg from 'pg';
-import { getDatabase } from '../scripts/database.js';
+import { getDatabase } from '../scripts/database/index.js';
 import { migrate } from '../src/index.js';
 
 export interface BenchServer {

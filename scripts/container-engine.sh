@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares a container engine for the testcontainers provider of scripts/database.ts on a
+# Prepares a container engine for the testcontainers provider of scripts/database/ on a
 # Debian machine that reaches Debian's package mirror but no container registry: rootful Podman
 # serving the Docker API on a socket of its own, a Debian base image made with debootstrap and
 # imported under the name docker/postgres-cron/Dockerfile starts FROM, and the pg_cron image.
@@ -18,8 +18,8 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dockerfile_dir="$repo/docker/postgres-cron"
-# Must equal CONTAINER_IMAGE in scripts/database.ts: building it here means the provider's own
-# build finds every layer cached.
+# Must equal CONTAINER_IMAGE in scripts/database/testcontainers.ts: building it here means the
+# provider's own build finds every layer cached.
 image=localhost/order-automation-postgres-cron:15
 
 conf_dir=/etc/order-automation

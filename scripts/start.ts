@@ -4,7 +4,7 @@
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { getDatabase } from './database.js';
+import { getDatabase } from './database/index.js';
 import { getStatus, migrate, readOrderEvents, type JobStatus } from '../src/index.js';
 
 const { values: flags } = parseArgs({
@@ -70,6 +70,9 @@ function jobLine(job: JobStatus): string {
 
 const database = await getDatabase({ dataDir, log: (line) => console.log(`[database] ${line}`) });
 const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+// An idle connection the server ends (a restart, say) is dropped by the pool and replaced by the next
+// query; unheard, its 'error' event would end `npm start` with an uncaught exception.
+pool.on('error', (error) => console.error(`[database] an idle connection ended: ${error.message}`));
 let stopping = false;
 async function stop(): Promise<void> {
   if (stopping) return;

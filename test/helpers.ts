@@ -3,19 +3,20 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
+import { endPool, newClient, newPool } from './setup/connections.js';
 import { databaseUrl } from './setup/urls.js';
 
 export interface TestDatabase {
   name: string;
   url: string;
   pool: pg.Pool;
-  /** Drops the database (connections are closed first). */
+  /** Drops the database once its pool's connections have closed; idempotent. */
   drop(): Promise<void>;
 }
 
 /** Runs `work` as the server's superuser, connected to the cron database (to create and drop databases and roles). */
 export async function admin<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: inject('serverUrl') });
+  const client = newClient({ connectionString: inject('serverUrl') });
   await client.connect();
   try {
     return await work(client);
@@ -30,15 +31,18 @@ export async function createTestDatabase(options: { template?: string | null } =
   const template = options.template === undefined ? inject('template') : options.template;
   await admin((c) => c.query(template ? `create database ${name} template ${template}` : `create database ${name}`));
   const url = databaseUrl(inject('serverUrl'), name);
-  const pool = new pg.Pool({ connectionString: url, max: 20 });
+  const pool = newPool({ connectionString: url, max: 20 });
+  let dropping: Promise<void> | undefined;
   return {
     name,
     url,
     pool,
-    async drop() {
-      await pool.end();
-      await admin((c) => c.query(`drop database if exists ${name} with (force)`));
-    },
+    // WITH (FORCE) ends what the test itself left connected (a client it never ended, say).
+    drop: () =>
+      (dropping ??= (async () => {
+        await endPool(pool);
+        await admin((c) => c.query(`drop database if exists ${name} with (force)`));
+      })()),
   };
 }
 

@@ -1,7 +1,6 @@
 // Least privilege: an app role runs the lifecycle but cannot change settings, write the order history
 // or run the automation; an admin role can; nothing of the package is executable by PUBLIC.
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   cancelExpiredOrders,
@@ -13,6 +12,7 @@ import {
   updateSettings,
 } from '../src/index.js';
 import { admin as asSuperuser, createTestDatabase, seedBookstore, type TestDatabase } from './helpers.js';
+import { newClient } from './setup/connections.js';
 
 let db: TestDatabase;
 const suffix = randomBytes(4).toString('hex');
@@ -52,7 +52,7 @@ describe('roles', () => {
     await cancelOrder(url, 'p2');
     // A plain UPDATE by the app does its bookkeeping too (the triggers run as the package's owner).
     await placeOrder(url, { orderId: 'p3', userId: 'buyer1', storeId: 'store1', items });
-    const client = new pg.Client({ connectionString: url });
+    const client = newClient({ connectionString: url });
     await client.connect();
     try {
       await client.query(`update new_order set state = 1 where order_id = 'p3'`);
@@ -66,7 +66,7 @@ describe('roles', () => {
   });
 
   test('the app role cannot change settings, write or erase the order history, or run the automation', async () => {
-    const client = new pg.Client({ connectionString: as(app) });
+    const client = newClient({ connectionString: as(app) });
     await client.connect();
     try {
       for (const statement of [
@@ -92,7 +92,7 @@ describe('roles', () => {
   });
 
   test("a role without the package's roles can run none of its routines", async () => {
-    const client = new pg.Client({ connectionString: as(nobody) });
+    const client = newClient({ connectionString: as(nobody) });
     await client.connect();
     try {
       await expect(client.query(`select order_automation.pay_order('p1')`)).rejects.toThrow(/permission denied/);

@@ -1,15 +1,15 @@
 // one row, read and changed through the module; bad values are refused by the
 // table's constraints with a message naming the setting, and a refused change changes nothing.
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { getSettings, InvalidSettingError, payOrder, placeOrder, shipOrder, updateSettings } from '../src/index.js';
 import { createTestDatabase, seedBookstore, type TestDatabase } from './helpers.js';
 
+// Each test starts from a fresh install's settings, whatever the one before it changed.
 let db: TestDatabase;
-beforeAll(async () => {
+beforeEach(async () => {
   db = await createTestDatabase();
-  await seedBookstore(db.pool);
 });
-afterAll(async () => db?.drop());
+afterEach(async () => db?.drop());
 
 const defaults = {
   paymentTimeout: '00:10:00',
@@ -76,23 +76,17 @@ describe('settings', () => {
   });
 
   test('deadlines of new orders and new shipments follow the current timeouts', async () => {
+    await seedBookstore(db.pool);
     await updateSettings(db.pool, { paymentTimeout: '2 hours', receiptTimeout: '3 days' });
-    try {
-      const order = await placeOrder(db.pool, {
-        orderId: 'follows',
-        userId: 'buyer1',
-        storeId: 'store1',
-        items: [{ bookId: 'book1', count: 1, price: 5 }],
-      });
-      expect(order.payDeadline!.getTime() - order.createdAt.getTime()).toBe(2 * 3600_000);
-      await payOrder(db.pool, order.orderId);
-      const shipped = await shipOrder(db.pool, order.orderId);
-      expect(shipped.receiptDeadline!.getTime() - shipped.shippedAt!.getTime()).toBe(3 * 86400_000);
-    } finally {
-      await updateSettings(db.pool, {
-        paymentTimeout: defaults.paymentTimeout,
-        receiptTimeout: defaults.receiptTimeout,
-      });
-    }
+    const order = await placeOrder(db.pool, {
+      orderId: 'follows',
+      userId: 'buyer1',
+      storeId: 'store1',
+      items: [{ bookId: 'book1', count: 1, price: 5 }],
+    });
+    expect(order.payDeadline!.getTime() - order.createdAt.getTime()).toBe(2 * 3600_000);
+    await payOrder(db.pool, order.orderId);
+    const shipped = await shipOrder(db.pool, order.orderId);
+    expect(shipped.receiptDeadline!.getTime() - shipped.shippedAt!.getTime()).toBe(3 * 86400_000);
   });
 });

@@ -25,6 +25,7 @@ import {
   sqlstateOf,
   statesOf,
 } from './support.js';
+import { newClient } from '../setup/connections.js';
 
 const tally = openFigures(import.meta.url);
 const shop: Shop = { buyers: 6, stores: 3, books: 3 };
@@ -588,7 +589,7 @@ describe('time', () => {
     const disagreements: string[] = [];
     const clients = await Promise.all(
       zones.map(async (zone) => {
-        const client = new pg.Client({ connectionString: db.url });
+        const client = newClient({ connectionString: db.url });
         await client.connect();
         await client.query(`select set_config('TimeZone', $1, false)`, [zone]);
         return client;
@@ -706,7 +707,7 @@ describe('batch sizes', () => {
     // autovacuum looks again. One set-based pass all the same, so seconds; bounded, so that a plan
     // that turns quadratic on statistics that undercount fails here instead of hanging.
     const fresh = await reliabilityDatabase();
-    const runner = new pg.Client({ connectionString: fresh.url });
+    const runner = newClient({ connectionString: fresh.url });
     try {
       await seedBookstore(fresh.pool, { ...shop, balance: 1_000_000_000, stock: 1_000_000 });
       await bulkOrders(fresh.pool, { ...shop, prefix: 'purged_', count: 2000, due: true });

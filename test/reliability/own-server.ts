@@ -1,11 +1,11 @@
 // A PostgreSQL server of the test's own, to crash: a throwaway local cluster from
-// scripts/database.ts, stopped with `pg_ctl -m immediate` (a power cut, as far as PostgreSQL can
+// scripts/database/local.ts, stopped with `pg_ctl -m immediate` (a power cut, as far as PostgreSQL can
 // tell) and started again on the same data directory, port and socket.
 import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
-import { getDatabase } from '../../scripts/database.js';
+import { getDatabase } from '../../scripts/database/index.js';
+import { newClient } from '../setup/connections.js';
 
 export interface OwnServer {
   /** A superuser's URL of the cron database (postgres) of the cluster. */
@@ -20,7 +20,7 @@ export interface OwnServer {
 export async function ownServer(): Promise<OwnServer> {
   const database = await getDatabase({ provider: 'local' });
   try {
-    const client = new pg.Client({ connectionString: database.url });
+    const client = newClient({ connectionString: database.url });
     await client.connect();
     const { rows } = await client.query<{ data: string; bindir: string }>(
       `select current_setting('data_directory') as data, (select setting from pg_config where name = 'BINDIR') as bindir`,
@@ -45,7 +45,7 @@ export async function ownServer(): Promise<OwnServer> {
     return {
       url: database.url,
       crash: () => pgCtlRun(['stop', '-D', dataDir, '-m', 'immediate', '-w']),
-      // The log file scripts/database.ts gives the cluster: beside the data directory.
+      // The log file scripts/database/local.ts gives the cluster: beside the data directory.
       start: () =>
         pgCtlRun(['start', '-D', dataDir, '-l', path.join(path.dirname(dataDir), 'postgres.log'), '-w', '-t', '60']),
       stop: () => database.stop(),

@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, expect, inject } from 'vitest';
 import { conserved, createTestDatabase, type TestDatabase } from '../helpers.js';
+import { newClient } from '../setup/connections.js';
 
 // ── figures ─────────────────────────────────────────────────────────────────
 
@@ -142,7 +143,7 @@ export async function parallel<T>(
 ): Promise<T[]> {
   const clients = await Promise.all(
     Array.from({ length: count }, async () => {
-      const client = new pg.Client({ connectionString: url });
+      const client = newClient({ connectionString: url });
       await client.connect();
       return client;
     }),

@@ -9,13 +9,14 @@ import { migrate, migrationsDir } from '../../src/index.js';
 import { databaseUrl } from '../setup/urls.js';
 import { conserved, createTestDatabase, seedBookstore, type TestDatabase } from '../helpers.js';
 import { applyTestSql, expectConserved, expectInvariants, openFigures, statesOf } from './support.js';
+import { newClient } from '../setup/connections.js';
 
 const tally = openFigures(import.meta.url);
 const created: TestDatabase[] = [];
 afterAll(async () => {
   for (const db of created) {
     // The jobs this test scheduled in the shared pg_cron go with the database.
-    const cron = new pg.Client({ connectionString: databaseUrl(inject('serverUrl'), inject('cronDatabase')) });
+    const cron = newClient({ connectionString: databaseUrl(inject('serverUrl'), inject('cronDatabase')) });
     await cron.connect();
     await cron
       .query('select cron.unschedule(jobid) from cron.job where database = $1', [db.name])
@@ -130,7 +131,7 @@ test('an install of the first release, upgraded one migration at a time to the c
   const { rows: jobs } = await db.pool.query<{ jobname: string }>(
     'select order_automation.cron_jobname(job) as jobname from order_automation.job',
   );
-  const cron = new pg.Client({ connectionString: databaseUrl(inject('serverUrl'), inject('cronDatabase')) });
+  const cron = newClient({ connectionString: databaseUrl(inject('serverUrl'), inject('cronDatabase')) });
   await cron.connect();
   try {
     const { rows } = await cron.query<{ jobname: string; active: boolean }>(

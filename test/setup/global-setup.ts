@@ -1,9 +1,9 @@
-// One PostgreSQL with pg_cron for the whole run (scripts/database.ts finds or starts it), and one
+// One PostgreSQL with pg_cron for the whole run (scripts/database/ finds or starts it), and one
 // migrated template database that every test file clones.
-import pg from 'pg';
 import type { TestProject } from 'vitest/node';
-import { getDatabase } from '../../scripts/database.js';
+import { getDatabase } from '../../scripts/database/index.js';
 import { migrate } from '../../src/index.js';
+import { newClient } from './connections.js';
 import { databaseUrl } from './urls.js';
 
 declare module 'vitest' {
@@ -22,7 +22,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     log: (line) => console.log(`[database] ${line}`),
   });
   const template = `oa_template_${process.pid}`;
-  const admin = new pg.Client({ connectionString: database.url });
+  const admin = newClient({ connectionString: database.url });
   await admin.connect();
   try {
     await admin.query(`drop database if exists ${template}`);
@@ -41,7 +41,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('template', template);
   project.provide('provider', database.provider);
   return async () => {
-    const drop = new pg.Client({ connectionString: database.url });
+    const drop = newClient({ connectionString: database.url });
     await drop.connect();
     await drop.query(`drop database if exists ${template} with (force)`).catch(() => undefined);
     await drop.end();
