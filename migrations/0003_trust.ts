@@ -9,7 +9,8 @@ const changedFiles = ['100_order_lifecycle.sql', '300_due_orders.sql', '400_sche
 
 export async function up(pgm: MigrationBuilder): Promise<void> {
   pgm.sql(`
-    alter table order_automation.job drop column command;
+    alter table order_automation.job drop column command,
+      add constraint "schedule must be a pg_cron schedule, e.g. */5 * * * *" check (schedule ~ '^[0-9A-Za-z*/,@$ -]{1,100}$');
     comment on table order_automation.job is
       'The scheduled jobs of the package: cron schedule, paused or not, and where pg_cron runs it (NULL: not scheduled). What pg_cron runs is never read from here: order_automation.job_command() builds it from the job''s name. Only the installing role writes this table; the admin role changes a schedule through set_schedule()';
 
@@ -44,7 +45,8 @@ export async function down(pgm: MigrationBuilder): Promise<void> {
     delete from order_automation.order_failure where order_id is null;
     alter table order_automation.order_failure drop column step, alter column order_id set not null;
 
-    alter table order_automation.job add column command text;
+    alter table order_automation.job add column command text,
+      drop constraint "schedule must be a pg_cron schedule, e.g. */5 * * * *";
     update order_automation.job set command = format('CALL order_automation.%s()', job);
     alter table order_automation.job alter column command set not null;
     comment on table order_automation.job is

@@ -118,7 +118,9 @@ create table order_automation.job (
   job text primary key,
   schedule text not null default '* * * * *',
   active boolean not null default true,
-  cron_database text
+  cron_database text,
+  -- pg_cron stores and reads a schedule, never runs it; still, only what a schedule can be is kept.
+  constraint "schedule must be a pg_cron schedule, e.g. */5 * * * *" check (schedule ~ '^[0-9A-Za-z*/,@$ -]{1,100}$')
 );
 comment on table order_automation.job is
   'The scheduled jobs of the package: cron schedule, paused or not, and where pg_cron runs it (NULL: not scheduled). What pg_cron runs is never read from here: order_automation.job_command() builds it from the job''s name. Only the installing role writes this table; the admin role changes a schedule through set_schedule()';

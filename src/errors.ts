@@ -37,6 +37,8 @@ export class PgCronUnavailableError extends OrderAutomationError {}
 export class PgCronJobMissingError extends OrderAutomationError {}
 /** The database could not be reached (refused, unknown host, bad credentials, no such database). */
 export class DatabaseUnreachableError extends OrderAutomationError {}
+/** The package is not installed in the database (its schema or tables are missing): run migrate first. */
+export class NotInstalledError extends OrderAutomationError {}
 /** 42501: the role lacks a right the operation needs (or asked for something only the package's jobs may do). */
 export class PermissionDeniedError extends OrderAutomationError {}
 
@@ -164,6 +166,12 @@ export function toOrderAutomationError(error: unknown): unknown {
   }
   if (unreachableCodes.has(code)) {
     return new DatabaseUnreachableError(`cannot reach the database: ${message}`, { sqlstate: code, cause: error });
+  }
+  if ((code === '42P01' || code === '3F000') && /order_automation/.test(message)) {
+    return new NotInstalledError(
+      `order-automation is not installed in this database (${message}): install it with order-automation migrate (or migrate()) first.`,
+      { sqlstate: code, cause: error },
+    );
   }
   if (code === '42501') {
     return new PermissionDeniedError(message, { sqlstate: code, hint: pgError.hint, cause: error });

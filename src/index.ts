@@ -47,6 +47,7 @@ export {
   InvalidSettingError,
   PgCronUnavailableError,
   DatabaseUnreachableError,
+  NotInstalledError,
   PermissionDeniedError,
   PgCronJobMissingError,
   ReceiptAlreadyExtendedError,

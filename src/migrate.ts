@@ -7,7 +7,12 @@ import pg from 'pg';
 import { runner } from 'node-pg-migrate';
 import { type Db, withClient } from './db.js';
 import { type CronPlace, cronPlace, packageJobsIn, withCronDatabase } from './pg-cron.js';
-import { OrderAutomationError, PgCronUnavailableError, toOrderAutomationError } from './errors.js';
+import {
+  InvalidArgumentError,
+  OrderAutomationError,
+  PgCronUnavailableError,
+  toOrderAutomationError,
+} from './errors.js';
 
 export const migrationsDir = fileURLToPath(new URL('../migrations', import.meta.url));
 export const migrationsTable = 'order_automation_migrations';
@@ -100,28 +105,38 @@ async function syncRemoteJobs(
       if (!options.removeOnly) {
         for (const job of wanted) {
           const there = byName.get(job.jobname);
-          if (!there) {
-            await cron.query('select cron.schedule_in_database($1, $2, $3, $4, active => $5)', [
-              job.jobname,
-              job.schedule,
-              job.command,
-              place.current,
-              job.active,
-            ]);
-            created++;
-            continue;
-          }
-          if (there.schedule !== job.schedule || there.command !== job.command) {
-            // Upserts by name and role: the same job, its schedule and command set.
-            await cron.query('select cron.schedule_in_database($1, $2, $3, $4)', [
-              job.jobname,
-              job.schedule,
-              job.command,
-              place.current,
-            ]);
-          }
-          if (there.active !== job.active) {
-            await cron.query('select cron.alter_job($1::bigint, active => $2)', [there.jobid, job.active]);
+          try {
+            if (!there) {
+              await cron.query('select cron.schedule_in_database($1, $2, $3, $4, active => $5)', [
+                job.jobname,
+                job.schedule,
+                job.command,
+                place.current,
+                job.active,
+              ]);
+              created++;
+              continue;
+            }
+            if (there.schedule !== job.schedule || there.command !== job.command) {
+              // Upserts by name and role: the same job, its schedule and command set.
+              await cron.query('select cron.schedule_in_database($1, $2, $3, $4)', [
+                job.jobname,
+                job.schedule,
+                job.command,
+                place.current,
+              ]);
+            }
+            if (there.active !== job.active) {
+              await cron.query('select cron.alter_job($1::bigint, active => $2)', [there.jobid, job.active]);
+            }
+          } catch (error) {
+            if (!/invalid schedule/i.test((error as Error).message)) throw error;
+            // Recorded by set_schedule() while pg_cron was out of its reach: said, never run.
+            throw new InvalidArgumentError(
+              `pg_cron refuses the schedule recorded for ${job.jobname} (${JSON.stringify(job.schedule)}): ${(error as Error).message}. ` +
+                'Nothing was scheduled. Set a valid one (order-automation schedule set <job> "<cron>") and migrate again.',
+              { cause: error },
+            );
           }
         }
       }
