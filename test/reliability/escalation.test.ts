@@ -96,10 +96,11 @@ function fakeCronSql(attacker: string, appDatabase: string): string {
        where cron.trap('view cron.job_run_details');
     grant select on cron.job, cron.job_run_details to public;
     create function cron.schedule(text, text, text) returns bigint language sql as $$ select 1::bigint where cron.trap('cron.schedule') $$;
-    create function cron.schedule_in_database(text, text, text, text, text default null, boolean default true) returns bigint
+    create function cron.schedule_in_database(job_name text, schedule text, command text, database text,
+      username text default null, active boolean default true) returns bigint
       language sql as $$ select 1::bigint where cron.trap('cron.schedule_in_database') $$;
-    create function cron.alter_job(bigint, text default null, text default null, text default null, text default null,
-      boolean default null) returns void language sql as $$ select cron.trap('cron.alter_job'); $$;
+    create function cron.alter_job(job_id bigint, schedule text default null, command text default null,
+      database text default null, username text default null, active boolean default null) returns void language sql as $$ select cron.trap('cron.alter_job'); $$;
     create function cron.unschedule(bigint) returns boolean language sql as $$ select cron.trap('cron.unschedule') $$;
     create function cron.unschedule(name) returns boolean language sql as $$ select cron.trap('cron.unschedule(name)') $$;
     grant execute on all functions in schema cron to public`;
@@ -626,12 +627,12 @@ describe('pg_cron in another database of the server', () => {
     await pauseJob(db.url, 'confirm_shipped_orders');
     await resumeJob(db.url, 'confirm_shipped_orders');
     await migrate(db.url);
-    expect(status.jobs.every((j) => j.cronDatabase === inject('cronDatabase'))).toBe(true);
     expect(await readLog(databaseUrl(serverUrl(), cast.ownDatabase))).toEqual([]);
     const superuser = await asSuperuser((c) =>
       c.query(`select rolsuper from pg_roles where rolname = $1`, [cast.admin]),
     );
     expect(superuser.rows[0].rolsuper).toBe(false);
+    expect(status.jobs.every((j) => j.cronDatabase === inject('cronDatabase'))).toBe(true);
   });
 
   test('the app role cannot record payment_timeout or receipt_timeout, by set_order_state or by the cause setting', async () => {
