@@ -45,9 +45,11 @@ export async function down(pgm: MigrationBuilder): Promise<void> {
     delete from order_automation.order_failure where order_id is null;
     alter table order_automation.order_failure drop column step, alter column order_id set not null;
 
+    -- Qualified: a down runs with the session's search_path, where another role may have planted a
+    -- better-matching public.format(text, text) for the installer to run.
     alter table order_automation.job add column command text,
       drop constraint "schedule must be a pg_cron schedule, e.g. */5 * * * *";
-    update order_automation.job set command = format('CALL order_automation.%s()', job);
+    update order_automation.job set command = pg_catalog.format('CALL order_automation.%s()', job);
     alter table order_automation.job alter column command set not null;
     comment on table order_automation.job is
       'The scheduled jobs of the package: the command pg_cron runs, its cron schedule, and the database whose pg_cron runs it (NULL: not scheduled)';
