@@ -196,6 +196,16 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
       );
     }
 
+    // Whether this database has jobs in pg_cron's other database, for a down to remove once it has committed.
+    const hadRemoteJobs =
+      direction === 'down' &&
+      remote &&
+      (
+        await client.query<{ some: boolean }>(`
+          select pg_catalog.to_regclass('order_automation.job') is not null
+             and exists (select from order_automation.job j where j.cron_database is not null) as some`)
+      ).rows[0]!.some;
+
     await client.query(`select pg_catalog.set_config('order_automation.schedule', $1, false)`, [
       !schedule ? 'off' : remote ? 'external' : 'on',
     ]);
@@ -217,7 +227,7 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
         await client.query<{ ok: boolean }>(`select pg_catalog.to_regclass('order_automation.job') is not null as ok`)
       ).rows[0]!.ok;
       if (direction === 'down') {
-        if (remote) {
+        if (hadRemoteJobs) {
           const kept = installed
             ? (
                 await client.query<WantedJob>(`
@@ -225,8 +235,16 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
                   from order_automation.job j where j.cron_database is not null`)
               ).rows
             : [];
-          const { removed } = await syncRemoteJobs(db, place, kept, { removeOnly: true });
-          if (removed > 0) log?.(`removed ${removed} pg_cron jobs from database "${place.cronDatabase}"`);
+          try {
+            const { removed } = await syncRemoteJobs(db, place, kept, { removeOnly: true });
+            if (removed > 0) log?.(`removed ${removed} pg_cron jobs from database "${place.cronDatabase}"`);
+          } catch (error) {
+            throw new PgCronUnavailableError(
+              `the down committed, but removing this database's jobs from pg_cron in database "${place.cronDatabase}" failed: ` +
+                `${(error as Error).message}. Remove them there (SELECT cron.unschedule(jobid) FROM cron.job WHERE database = '${place.current}'), or run the down again as the role that installed the package.`,
+              { cause: error },
+            );
+          }
         }
         return { migrations: ran.map((m) => m.name), scheduledIn: null };
       }
