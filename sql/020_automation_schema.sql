@@ -11,6 +11,7 @@
 --   OA007 already_extended      extending the receipt deadline of an order a second time
 --   OA008 hold_conflict         holding an order already held, or releasing one that is not
 --   OA010 pg_cron_unavailable   pg_cron is missing, not preloaded, or lives in another database
+--   OA011 pg_cron_job_missing   a scheduled job of the package is not (or no longer) in pg_cron's cron.job
 
 create schema order_automation;
 comment on schema order_automation is
@@ -101,28 +102,39 @@ comment on table order_automation.run is
 create table order_automation.order_failure (
   id bigint generated always as identity primary key,
   run_id bigint not null references order_automation.run on delete cascade,
-  order_id text not null,
+  order_id text,
   sqlstate text not null,
   message text not null,
-  at timestamptz not null default clock_timestamp()
+  at timestamptz not null default clock_timestamp(),
+  step text
 );
 create index order_failure_run on order_automation.order_failure (run_id);
 comment on table order_automation.order_failure is
   'Orders a run skipped because processing them raised an error; they are retried by the next run';
+comment on column order_automation.order_failure.step is
+  'NULL: the job''s own work on the order; remind_due_soon: a reminder that could not be written (order_id NULL: the whole step failed)';
 
 create table order_automation.job (
   job text primary key,
-  command text not null,
   schedule text not null default '* * * * *',
   active boolean not null default true,
-  cron_database text
+  cron_database text,
+  -- pg_cron stores and reads a schedule, never runs it; still, only what a schedule can be is kept.
+  constraint "schedule must be a pg_cron schedule, e.g. */5 * * * *" check (schedule ~ '^[0-9A-Za-z*/,@$ -]{1,100}$')
 );
 comment on table order_automation.job is
-  'The scheduled jobs of the package: the command pg_cron runs, its cron schedule, and the database whose pg_cron runs it (NULL: not scheduled)';
-insert into order_automation.job (job, command) values
-  ('cancel_expired_orders', 'CALL order_automation.cancel_expired_orders()'),
-  ('confirm_shipped_orders', 'CALL order_automation.confirm_shipped_orders()'),
-  ('purge_cancelled_orders', 'CALL order_automation.purge_cancelled_orders()'),
-  ('purge_history', 'CALL order_automation.purge_history()');
+  'The scheduled jobs of the package: cron schedule, paused or not, and where pg_cron runs it (NULL: not scheduled). What pg_cron runs is never read from here: order_automation.job_command() builds it from the job''s name. Only the installing role writes this table; the admin role changes a schedule through set_schedule()';
+insert into order_automation.job (job) values
+  ('cancel_expired_orders'), ('confirm_shipped_orders'), ('purge_cancelled_orders'), ('purge_history');
 -- Hourly is plenty for the run log.
 update order_automation.job set schedule = '17 * * * *' where job = 'purge_history';
+
+-- The automation's causes (payment_timeout, receipt_timeout, purge_cancelled_orders) name the
+-- package's own jobs in the order history: a setting any session can set cannot vouch for them, a row
+-- here can, since only the package's own routines (running as its owner) may write it.
+create table order_automation.job_claim (
+  xid xid8 primary key,
+  cause text not null
+);
+comment on table order_automation.job_claim is
+  'The transaction of a job of the package at work and the cause it records; written only by the package''s own routines, empty between their transactions';

@@ -4,13 +4,43 @@
 -- _050_ before _100_ before _900_ (guards first, bookkeeping and history last).
 
 -- Which writer changed an order: package routines set order_automation.cause for their transaction;
--- a plain UPDATE by an app is recorded as 'sql'.
+-- a plain UPDATE by an app is recorded as 'sql'. Any session can set that setting, so the causes of
+-- the package's own jobs are believed only with a claim in order_automation.job_claim, which only
+-- the jobs' own code path (process_orders, running as the package's owner) can write.
 create or replace function order_automation.current_cause() returns text
-language sql stable
+language plpgsql volatile
 set search_path = pg_catalog, pg_temp
-as $$ select coalesce(nullif(current_setting('order_automation.cause', true), ''), 'sql') $$;
+as $$
+declare
+  claimed text := coalesce(nullif(current_setting('order_automation.cause', true), ''), 'sql');
+begin
+  if claimed in ('payment_timeout', 'receipt_timeout', 'purge_cancelled_orders')
+     and not exists (select from order_automation.job_claim c
+                      where c.xid = pg_current_xact_id() and c.cause = claimed) then
+    raise exception using errcode = '42501',
+      message = format('the cause %s is recorded only by the package''s own jobs: this change is refused', claimed),
+      hint = 'Run the job (CALL order_automation.cancel_expired_orders(), ...) or record the change under a cause of your own.';
+  end if;
+  return claimed;
+end $$;
 comment on function order_automation.current_cause() is
-  'The cause recorded in order_event for changes made by the current transaction';
+  'The cause recorded in order_event for changes made by the current transaction; refuses a job''s cause the job did not claim';
+
+create or replace function order_automation.claim_cause(cause text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  -- Called by the jobs' own routines as the package's owner: a caller without the owner's rights
+  -- cannot write the claim, and so cannot make current_cause() believe a job's cause.
+  delete from order_automation.job_claim c where c.xid = pg_current_xact_id();
+  if claim_cause.cause is not null then
+    insert into order_automation.job_claim (xid, cause) values (pg_current_xact_id(), claim_cause.cause);
+  end if;
+  perform set_config('order_automation.cause', coalesce(claim_cause.cause, ''), true);
+end $$;
+comment on function order_automation.claim_cause(text) is
+  'The package''s jobs claim their cause for the current transaction (NULL: give it back); only the package''s owner can';
 
 create or replace function order_automation.tg_new_order__before_insert() returns trigger
 language plpgsql

@@ -47,6 +47,10 @@ comment on function order_automation.due_orders(text, timestamptz, integer, text
 
 create or replace function order_automation.process_orders(job text, ids text[]) returns bigint
 language plpgsql
+-- As the package's owner: only this code path may claim the jobs' causes (order_automation.job_claim).
+-- Whoever may call it can therefore do no more than the job itself: each statement re-checks the
+-- state the job moves orders from, and skips held orders.
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -55,22 +59,26 @@ begin
   -- Set-based: the lifecycle triggers book the whole set in one pass.
   case process_orders.job
     when 'cancel_expired_orders' then
-      perform set_config('order_automation.cause', 'payment_timeout', true);
-      update public.new_order o set state = 4, cancelled_at = now() where o.order_id = any (process_orders.ids);
+      perform order_automation.claim_cause('payment_timeout');
+      update public.new_order o set state = 4, cancelled_at = now()
+       where o.order_id = any (process_orders.ids) and o.state = 0 and o.held_at is null;
     when 'confirm_shipped_orders' then
-      perform set_config('order_automation.cause', 'receipt_timeout', true);
-      update public.new_order o set state = 3, received_at = now() where o.order_id = any (process_orders.ids);
+      perform order_automation.claim_cause('receipt_timeout');
+      update public.new_order o set state = 3, received_at = now()
+       where o.order_id = any (process_orders.ids) and o.state = 2 and o.held_at is null;
     when 'purge_cancelled_orders' then
-      perform set_config('order_automation.cause', 'purge_cancelled_orders', true);
-      delete from public.new_order_detail d where d.order_id = any (process_orders.ids);
-      delete from public.new_order o where o.order_id = any (process_orders.ids);
+      perform order_automation.claim_cause('purge_cancelled_orders');
+      delete from public.new_order_detail d using public.new_order o
+       where d.order_id = any (process_orders.ids) and o.order_id = any (process_orders.ids)
+         and o.order_id = d.order_id and o.state = 4;
+      delete from public.new_order o where o.order_id = any (process_orders.ids) and o.state = 4;
   end case;
   get diagnostics n = row_count;
-  perform set_config('order_automation.cause', '', true);
+  perform order_automation.claim_cause(null);
   return n;
 end $$;
 comment on function order_automation.process_orders(text, text[]) is
-  'Applies a job to orders due_orders() locked: cancel, confirm, or delete; returns how many';
+  'Applies a job to orders due_orders() locked: cancel (unpaid ones), confirm (shipped ones), or delete (cancelled ones), none of them held; returns how many';
 
 create or replace function order_automation.process_due_batch(
   job text, as_of timestamptz, batch_size integer, run_id bigint, skip_ids text[],
@@ -138,8 +146,13 @@ end $$;
 comment on function order_automation.process_due_batch(text, timestamptz, integer, bigint, text[]) is
   'One batch of a run: processes up to batch_size due orders not in skip_ids; returns how many, and the orders that failed (recorded in order_failure)';
 
-create or replace function order_automation.remind_due_soon(job text, as_of timestamptz) returns bigint
+create or replace function order_automation.remind_due_soon(
+  job text, as_of timestamptz, run_id bigint default null, max_orders integer default 500
+) returns bigint
 language plpgsql
+-- As the package's owner: whoever may run the jobs may write their reminders, without any right on
+-- the order history.
+security definer
 set search_path = pg_catalog, pg_temp
 -- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
 set timezone = 'UTC'
@@ -147,40 +160,109 @@ set lock_timeout = '5s'
 as $$
 declare
   ahead interval := (select s.remind_before from order_automation.settings s);
+  horizon timestamptz;
+  soon_state smallint;
+  ids text[];
+  one text;
   reminded bigint := 0;
+  n bigint;
+  err_state text;
+  err_message text;
 begin
-  if ahead is null or remind_due_soon.job not in ('cancel_expired_orders', 'confirm_shipped_orders') then
+  if ahead is null or remind_due_soon.job is null
+     or remind_due_soon.job not in ('cancel_expired_orders', 'confirm_shipped_orders') then
     return 0;
   end if;
-  -- reminded_state marks the order in the same statement: a concurrent run re-checks it on the
-  -- locked row and writes no second reminder.
-  if remind_due_soon.job = 'cancel_expired_orders' then
-    with soon as (
-      update public.new_order o set reminded_state = 0
-       where o.state = 0 and o.held_at is null
-         and o.pay_deadline > remind_due_soon.as_of and o.pay_deadline <= remind_due_soon.as_of + ahead
-         and o.reminded_state is distinct from 0
-      returning o.order_id, o.pay_deadline as deadline)
-    insert into order_automation.order_event (order_id, from_state, to_state, cause, note)
-    select soon.order_id, 0, 0, 'payment_due_soon', format('pay deadline %s', soon.deadline) from soon;
-  else
-    with soon as (
-      update public.new_order o set reminded_state = 2
-       where o.state = 2 and o.held_at is null
-         and o.receipt_deadline > remind_due_soon.as_of and o.receipt_deadline <= remind_due_soon.as_of + ahead
-         and o.reminded_state is distinct from 2
-      returning o.order_id, o.receipt_deadline as deadline)
-    insert into order_automation.order_event (order_id, from_state, to_state, cause, note)
-    select soon.order_id, 2, 2, 'receipt_due_soon', format('receipt deadline %s', soon.deadline) from soon;
-  end if;
-  get diagnostics reminded = row_count;
+  soon_state := case remind_due_soon.job when 'cancel_expired_orders' then 0 else 2 end;
+  -- A reminder is a side step of the run: best effort. Rows others hold are skipped (reminded by a
+  -- later run), a row that fails is skipped and recorded, at most max_orders are taken per run, and
+  -- nothing here ever fails the run (but a cancel, which the run records).
+  begin
+    begin
+      horizon := remind_due_soon.as_of + ahead;
+    exception when datetime_field_overflow then
+      horizon := 'infinity';  -- so far ahead that every future deadline is near
+    end;
+    if soon_state = 0 then
+      select array_agg(d.order_id) into ids
+        from (select o.order_id from public.new_order o
+               where o.state = 0 and o.held_at is null
+                 and o.pay_deadline > remind_due_soon.as_of and o.pay_deadline <= horizon
+                 and o.reminded_state is distinct from 0
+               order by o.pay_deadline
+               limit greatest(remind_due_soon.max_orders, 1)
+                 for no key update skip locked) d;
+    else
+      select array_agg(d.order_id) into ids
+        from (select o.order_id from public.new_order o
+               where o.state = 2 and o.held_at is null
+                 and o.receipt_deadline > remind_due_soon.as_of and o.receipt_deadline <= horizon
+                 and o.reminded_state is distinct from 2
+               order by o.receipt_deadline
+               limit greatest(remind_due_soon.max_orders, 1)
+                 for no key update skip locked) d;
+    end if;
+    if ids is null then
+      return 0;
+    end if;
+    begin
+      reminded := order_automation.write_reminders(soon_state, ids);
+    exception when others then
+      -- One row broke the set (an app's own trigger raising for it, say): one by one, so only the
+      -- bad ones are skipped and recorded.
+      foreach one in array ids loop
+        begin
+          n := order_automation.write_reminders(soon_state, array[one]);
+          reminded := reminded + n;
+        exception when others then
+          get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+          if remind_due_soon.run_id is not null then
+            insert into order_automation.order_failure (run_id, order_id, sqlstate, message, step)
+            values (remind_due_soon.run_id, one, err_state, err_message, 'remind_due_soon');
+          end if;
+        end;
+      end loop;
+    end;
+  exception when others then
+    get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+    if remind_due_soon.run_id is not null then
+      insert into order_automation.order_failure (run_id, order_id, sqlstate, message, step)
+      values (remind_due_soon.run_id, null, err_state, err_message, 'remind_due_soon');
+    end if;
+    return 0;
+  end;
   if reminded > 0 then
     perform pg_notify('order_automation', 'order_event');
   end if;
   return reminded;
 end $$;
-comment on function order_automation.remind_due_soon(text, timestamptz) is
-  'Writes, once per order, a payment_due_soon / receipt_due_soon event for orders whose deadline is within remind_before of as_of (not held, not yet due)';
+comment on function order_automation.remind_due_soon(text, timestamptz, bigint, integer) is
+  'Writes, once per order, a payment_due_soon / receipt_due_soon event for up to max_orders orders whose deadline is within remind_before of as_of (not held, not yet due); skips rows others hold, records failing ones under run_id, never raises but a cancel';
+
+create or replace function order_automation.write_reminders(soon_state smallint, ids text[]) returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  n bigint;
+begin
+  -- reminded_state marks the order in the same statement: a concurrent run re-checks it on the
+  -- locked row and writes no second reminder.
+  with soon as (
+    update public.new_order o set reminded_state = write_reminders.soon_state
+     where o.order_id = any (write_reminders.ids) and o.state = write_reminders.soon_state
+       and o.reminded_state is distinct from write_reminders.soon_state
+    returning o.order_id, case write_reminders.soon_state when 0 then o.pay_deadline else o.receipt_deadline end as deadline)
+  insert into order_automation.order_event (order_id, from_state, to_state, cause, note)
+  select soon.order_id, write_reminders.soon_state, write_reminders.soon_state,
+         case write_reminders.soon_state when 0 then 'payment_due_soon' else 'receipt_due_soon' end,
+         format(case write_reminders.soon_state when 0 then 'pay deadline %s' else 'receipt deadline %s' end, soon.deadline)
+    from soon;
+  get diagnostics n = row_count;
+  return n;
+end $$;
+comment on function order_automation.write_reminders(smallint, text[]) is
+  'Marks the orders ids (locked by remind_due_soon) reminded in state soon_state and writes their due-soon events; returns how many';
 
 -- The driver commits after every batch, and a procedure with a SET clause cannot COMMIT: so it has
 -- none. Everything in it is therefore written so that the caller's search_path cannot reach it:
@@ -206,6 +288,8 @@ declare
   failed_count bigint := 0;
   err_state pg_catalog.text;
   err_message pg_catalog.text;
+  remind_state pg_catalog.text;
+  remind_message pg_catalog.text;
 begin
   perform pg_catalog.set_config('lock_timeout', '5s', true);
   if run_due_orders.job is null
@@ -228,10 +312,17 @@ begin
 
   perform pg_catalog.set_config('lock_timeout', '5s', true);
   processed := 0;
+  -- Reminders are a side step: remind_due_soon records its own failures and never raises, but a
+  -- cancel (which ends the run, recorded) or a failure to call it at all (recorded, and the run goes on).
   begin
-    perform order_automation.remind_due_soon(run_due_orders.job, run_as_of);
-  exception when others or query_canceled then
-    get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+    perform order_automation.remind_due_soon(run_due_orders.job, run_as_of, run_id, run_batch_size);
+  exception
+    when query_canceled then
+      get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+    when others then
+      get stacked diagnostics remind_state = returned_sqlstate, remind_message = message_text;
+      insert into order_automation.order_failure (run_id, order_id, sqlstate, message, step)
+      values (run_id, null, remind_state, remind_message, 'remind_due_soon');
   end;
   commit;
   loop

@@ -1,12 +1,36 @@
--- What getStatus and the CLI show: per job, its last run, what is due now, what is held, and the next
--- deadline. Whether pg_cron has the job active is read from pg_cron by the caller (it may live elsewhere).
+-- What getStatus and the CLI show: per job, its last run, what is due now, what is held, the next
+-- deadline, and what pg_cron holds for it when pg_cron lives here (from elsewhere the caller asks).
+
+create or replace function order_automation.pg_cron_jobs()
+returns table (job text, jobid bigint, schedule text, active boolean, command text)
+language plpgsql stable
+-- As the installing role: the admin role reads the state of the installer's jobs without any right
+-- on schema cron, and only of those jobs (the installer's, named for this database's jobs).
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if order_automation.cron_schema() is null then
+    return;
+  end if;
+  for job, jobid, schedule, active, command in execute format(
+    'select x.job, c.jobid, c.schedule, c.active, c.command
+       from order_automation.job x join %1$s.job c on c.jobname = order_automation.cron_jobname(x.job)
+      where c.username = current_user', order_automation.cron_schema())
+  loop
+    return next;
+  end loop;
+end $$;
+comment on function order_automation.pg_cron_jobs() is
+  'The pg_cron jobs of the package in this database, as pg_cron holds them (none when pg_cron lives in another database)';
 
 create or replace function order_automation.job_status(at timestamptz default now())
 returns table (
   job text, schedule text, active boolean, cron_database text, cron_jobname text,
   last_run_id bigint, last_started_at timestamptz, last_finished_at timestamptz,
   last_processed bigint, last_failed bigint, last_error text,
-  due_now bigint, held bigint, next_deadline timestamptz
+  due_now bigint, held bigint, next_deadline timestamptz,
+  cron_state text, cron_schedule text
 )
 language sql stable
 set search_path = pg_catalog, pg_temp
@@ -31,10 +55,19 @@ as $$
              (select min(o.pay_deadline) from public.new_order o where o.state = 0 and o.held_at is null and o.pay_deadline > job_status.at)
            when 'confirm_shipped_orders' then
              (select min(o.receipt_deadline) from public.new_order o where o.state = 2 and o.held_at is null and o.receipt_deadline > job_status.at)
-         end
+         end,
+         -- NULL: pg_cron lives in another database, where the caller reads it.
+         case when j.cron_database is null then 'not scheduled'
+              when here.pg_cron is null then null
+              when c.jobid is null then 'missing'
+              when c.active then 'active'
+              else 'paused' end,
+         c.schedule
     from order_automation.job j
+    cross join (select order_automation.cron_schema() as pg_cron) here
+    left join order_automation.pg_cron_jobs() c on c.job = j.job
     left join lateral (select * from order_automation.run r where r.job = j.job order by r.id desc limit 1) r on true
    order by j.job
 $$;
 comment on function order_automation.job_status(timestamptz) is
-  'Per job: schedule, active, last run (start, end, orders processed, failures, error), orders due at `at`, orders held, and the next deadline after it';
+  'Per job: schedule, active, last run (start, end, orders processed, failures, error), orders due at `at`, orders held, the next deadline after it, and its state in pg_cron (active, paused, missing, not scheduled; NULL when pg_cron lives in another database)';

@@ -33,8 +33,14 @@ export class HoldConflictError extends OrderAutomationError {}
 export class InvalidSettingError extends OrderAutomationError {}
 /** OA010: pg_cron is missing, not preloaded, or lives in another database. */
 export class PgCronUnavailableError extends OrderAutomationError {}
+/** OA011: a job of the package is scheduled, but pg_cron's cron.job no longer holds it (migrate re-creates it). */
+export class PgCronJobMissingError extends OrderAutomationError {}
 /** The database could not be reached (refused, unknown host, bad credentials, no such database). */
 export class DatabaseUnreachableError extends OrderAutomationError {}
+/** The package is not installed in the database (its schema or tables are missing): run migrate first. */
+export class NotInstalledError extends OrderAutomationError {}
+/** 42501: the role lacks a right the operation needs (or asked for something only the package's jobs may do). */
+export class PermissionDeniedError extends OrderAutomationError {}
 
 /** The class of each SQLSTATE the package raises (a test holds it equal to the codes sql/ raises). */
 export const errorClassBySqlstate: Readonly<
@@ -52,6 +58,7 @@ export const errorClassBySqlstate: Readonly<
   OA007: ReceiptAlreadyExtendedError,
   OA008: HoldConflictError,
   OA010: PgCronUnavailableError,
+  OA011: PgCronJobMissingError,
 };
 
 // Connection-level failures: network errors of Node and the server's "who are you" refusals.
@@ -91,11 +98,62 @@ function findCode(error: unknown): PgLikeError | undefined {
   return undefined;
 }
 
+/**
+ * Failures pg reports without a SQLSTATE, by their message: the server closing the socket, no answer
+ * before the connect timeout, SSL refused. Each becomes one paragraph that says what to check.
+ */
+function connectionFailure(error: unknown): DatabaseUnreachableError | undefined {
+  const message = error instanceof Error ? error.message : undefined;
+  if (message === undefined) return undefined;
+  if (/^Connection terminated unexpectedly$/.test(message)) {
+    return new DatabaseUnreachableError(
+      'the database server closed the connection unexpectedly: it may have restarted or crashed, or something between (a proxy, a firewall, a pooler) cut the connection. Check that the server is up and try again.',
+      { cause: error },
+    );
+  }
+  if (/^(timeout expired|Connection terminated due to connection timeout)$/.test(message)) {
+    return new DatabaseUnreachableError(
+      'cannot reach the database: the server did not answer in time (10 s). Check the host and port of the connection string, and that no firewall drops the packets.',
+      { cause: error },
+    );
+  }
+  if (/^The server does not support SSL connections$/.test(message)) {
+    return new DatabaseUnreachableError(
+      'cannot reach the database: the connection asks for SSL (sslmode=require, or ssl in the settings) and the server does not accept SSL connections. Connect without SSL, or enable ssl on the server.',
+      { cause: error },
+    );
+  }
+  return undefined;
+}
+
+/**
+ * node-pg-migrate wraps the error of creating its migrations table into a plain Error whose message
+ * carries the whole stack: keep the first line (the server's message) and say what to grant.
+ */
+function migrationsTableFailure(error: unknown): OrderAutomationError | undefined {
+  const message = error instanceof Error ? error.message : undefined;
+  const match = message === undefined ? null : /^Unable to ensure migrations table: (?:error: )?(.*)$/m.exec(message);
+  if (!match) return undefined;
+  const reason = match[1]!.trim();
+  if (/permission denied/.test(reason)) {
+    return new PermissionDeniedError(
+      `cannot create the migrations table public.order_automation_migrations: ${reason}. The installing role needs CREATE on schema public (as its owner or a superuser: GRANT CREATE ON SCHEMA public TO <role>) and CREATE on the database; nothing was installed.`,
+      { sqlstate: '42501', cause: error },
+    );
+  }
+  return new OrderAutomationError(
+    `cannot create the migrations table public.order_automation_migrations: ${reason}. Nothing was installed.`,
+    {
+      cause: error,
+    },
+  );
+}
+
 /** Turns an error from `pg` into the package's typed error; anything unknown is returned as it is. */
 export function toOrderAutomationError(error: unknown): unknown {
   if (error instanceof OrderAutomationError) return error;
   const pgError = findCode(error);
-  if (!pgError?.code) return error;
+  if (!pgError?.code) return connectionFailure(error) ?? migrationsTableFailure(error) ?? error;
   const { code } = pgError;
   const message = pgError.message || String(error);
   const Known = errorClassBySqlstate[code];
@@ -111,6 +169,15 @@ export function toOrderAutomationError(error: unknown): unknown {
   }
   if (unreachableCodes.has(code)) {
     return new DatabaseUnreachableError(`cannot reach the database: ${message}`, { sqlstate: code, cause: error });
+  }
+  if ((code === '42P01' || code === '3F000') && /order_automation/.test(message)) {
+    return new NotInstalledError(
+      `order-automation is not installed in this database (${message}): install it with order-automation migrate (or migrate()) first.`,
+      { sqlstate: code, cause: error },
+    );
+  }
+  if (code === '42501') {
+    return new PermissionDeniedError(message, { sqlstate: code, hint: pgError.hint, cause: error });
   }
   if (code === '2D000') {
     return new OrderAutomationError(

@@ -1,6 +1,7 @@
 // The order history: order_automation.order_event, read by id.
 import pg from 'pg';
 import { type Db, query, sameServer } from './db.js';
+import { toOrderAutomationError } from './errors.js';
 import { type OrderState, stateName } from './types.js';
 
 export interface OrderEvent {
@@ -72,6 +73,43 @@ export interface WatchOptions {
   reconnectDelayMs?: number;
   /** Told about each lost connection before the watcher reconnects. */
   onReconnect?: (error: unknown) => void;
+  /**
+   * How long the watcher keeps trying to reconnect after the server went away (refused or timed-out
+   * connections, default 60000 ms) before it gives up with the last error. Errors that will not go
+   * away (a refused login, no such database, the package not installed, no right to read the
+   * history, SSL refused, an unknown host) end it at once, and so does a server that never answered.
+   */
+  retryForMs?: number;
+}
+
+/** Errors no reconnect can cure: the watcher stops with them (typed) rather than retry in silence. */
+const permanentCodes = new Set([
+  '28P01', // password authentication failed
+  '28000', // no such role, or pg_hba refused it
+  '3D000', // no such database
+  '42P01', // order_automation.order_event does not exist: the package is not installed
+  '3F000', // schema order_automation does not exist
+  '42501', // no right to read the history
+  '42883', // a function the watcher calls does not exist (a server too old)
+  'ENOTFOUND',
+]);
+
+function codeOf(error: unknown): string | undefined {
+  for (
+    let e = error as { code?: unknown; cause?: unknown; errors?: unknown[] } | undefined, depth = 0;
+    e && depth < 5;
+    depth++
+  ) {
+    if (typeof e.code === 'string') return e.code;
+    e = (Array.isArray(e.errors) && e.errors.length > 0 ? e.errors[0] : e.cause) as typeof e;
+  }
+  return undefined;
+}
+
+function isPermanent(error: unknown): boolean {
+  const code = codeOf(error);
+  if (code !== undefined && permanentCodes.has(code)) return true;
+  return error instanceof Error && /^The server does not support SSL connections$/.test(error.message);
 }
 
 /**
@@ -83,7 +121,7 @@ export interface WatchOptions {
  * resumes where it was, so no event is lost or repeated.
  */
 export async function* watchEvents(db: Db, options: WatchOptions = {}): AsyncGenerator<OrderEvent> {
-  const { signal, pollIntervalMs = 5000, reconnectDelayMs = 1000 } = options;
+  const { signal, pollIntervalMs = 5000, reconnectDelayMs = 1000, retryForMs = 60_000 } = options;
   const config = { ...sameServer(db), application_name: 'order_automation_watch' };
   const afterId = options.afterId ?? 0;
   // Position: the last (xid, id) yielded. Unset until the first read decides where to begin.
@@ -102,11 +140,16 @@ export async function* watchEvents(db: Db, options: WatchOptions = {}): AsyncGen
       signal?.addEventListener('abort', done, { once: true });
     });
 
+  // Whether the watcher ever connected, and since when it has been failing to (undefined: it is not).
+  let everConnected = false;
+  let failingSince: number | undefined;
   while (!signal?.aborted) {
     const client = new pg.Client(config);
     try {
       client.on('error', () => undefined); // surfaces as a failed query below
       await client.connect();
+      everConnected = true;
+      failingSince = undefined;
       client.on('notification', () => wake?.());
       await client.query('listen order_automation');
       if (!position) {
@@ -139,6 +182,11 @@ export async function* watchEvents(db: Db, options: WatchOptions = {}): AsyncGen
       }
     } catch (error) {
       if (signal?.aborted) return;
+      // Give up, typed, on what will not go away: the watcher never hangs in silence.
+      failingSince ??= Date.now();
+      if (isPermanent(error) || !everConnected || Date.now() - failingSince > retryForMs) {
+        throw toOrderAutomationError(error);
+      }
       options.onReconnect?.(error);
       await sleep(reconnectDelayMs);
     } finally {

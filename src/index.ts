@@ -10,7 +10,7 @@ export {
 } from './automation.js';
 export { setSchedule, pauseJob, resumeJob, type ScheduleChange } from './schedule.js';
 export { nextFireTime } from './cron.js';
-export { getStatus, type Status, type JobStatus, type LastRun } from './status.js';
+export { getStatus, type Status, type JobStatus, type LastRun, type PgCronState } from './status.js';
 export {
   getSettings,
   updateSettings,
@@ -47,6 +47,9 @@ export {
   InvalidSettingError,
   PgCronUnavailableError,
   DatabaseUnreachableError,
+  NotInstalledError,
+  PermissionDeniedError,
+  PgCronJobMissingError,
   ReceiptAlreadyExtendedError,
   HoldConflictError,
 } from './errors.js';

@@ -1,10 +1,18 @@
 // Installing the package: node-pg-migrate runs the migrations under a package-specific advisory
-// lock, all in one transaction; pg_cron jobs are scheduled here, or from pg_cron's own database.
+// lock, all in one transaction; pg_cron jobs are scheduled here, or from pg_cron's own database
+// (the server's cron.database_name, never a database named by a table), with the commands the
+// package fixes for them.
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { runner } from 'node-pg-migrate';
-import { type Db, withClient, withDatabase } from './db.js';
-import { OrderAutomationError, PgCronUnavailableError, toOrderAutomationError } from './errors.js';
+import { type Db, withClient } from './db.js';
+import { type CronPlace, cronPlace, packageJobsIn, withCronDatabase } from './pg-cron.js';
+import {
+  InvalidArgumentError,
+  OrderAutomationError,
+  PgCronUnavailableError,
+  toOrderAutomationError,
+} from './errors.js';
 
 export const migrationsDir = fileURLToPath(new URL('../migrations', import.meta.url));
 export const migrationsTable = 'order_automation_migrations';
@@ -28,29 +36,15 @@ export interface MigrateResult {
   scheduledIn: string | null;
 }
 
-interface CronPlace {
-  current: string;
-  cronDatabase: string | null;
-  loaded: boolean;
-}
-
-async function cronPlace(client: pg.ClientBase): Promise<CronPlace> {
-  const { rows } = await client.query<CronPlace>(`
-    select current_database() as current,
-           current_setting('cron.database_name', true) as "cronDatabase",
-           'pg_cron' = any (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) as loaded`);
-  return rows[0]!;
-}
-
 /** Checks before anything is applied that we may schedule from pg_cron's database. */
 async function checkCronDatabase(db: Db, place: CronPlace): Promise<void> {
   const cronDb = place.cronDatabase!;
   const advice = `pg_cron runs in database "${cronDb}" (cron.database_name), not in "${place.current}": the jobs are scheduled from there with cron.schedule_in_database`;
   try {
-    const { rows } = await withDatabase(db, cronDb, (client) =>
+    const { rows } = await withCronDatabase(db, place, (client) =>
       client.query<{ installed: boolean; allowed: boolean }>(`
-      select exists (select from pg_extension where extname = 'pg_cron') as installed,
-             coalesce(has_function_privilege(to_regprocedure('cron.schedule_in_database(text,text,text,text,text,boolean)'), 'execute'), false) as allowed`),
+      select exists (select from pg_catalog.pg_extension where extname operator(pg_catalog.=) 'pg_cron') as installed,
+             coalesce(pg_catalog.has_function_privilege(pg_catalog.to_regprocedure('cron.schedule_in_database(text,text,text,text,text,boolean)'), 'execute'), false) as allowed`),
     );
     if (!rows[0]!.installed) {
       throw new PgCronUnavailableError(
@@ -59,7 +53,7 @@ async function checkCronDatabase(db: Db, place: CronPlace): Promise<void> {
     }
     if (!rows[0]!.allowed) {
       throw new PgCronUnavailableError(
-        `${advice}, and this role may not call it. As a superuser in "${cronDb}": GRANT USAGE ON SCHEMA cron TO <role>; GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text,text,text,text,text,boolean) TO <role>; or migrate with --no-schedule.`,
+        `${advice}, and this role may not call it. As a superuser in "${cronDb}": GRANT USAGE ON SCHEMA cron TO <role>; GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text,text,text,text,text,boolean) TO <role>; GRANT EXECUTE ON FUNCTION cron.alter_job(bigint,text,text,text,text,boolean) TO <role>; or migrate with --no-schedule.`,
       );
     }
   } catch (error) {
@@ -68,6 +62,104 @@ async function checkCronDatabase(db: Db, place: CronPlace): Promise<void> {
       cause: error,
     });
   }
+}
+
+interface WantedJob {
+  jobname: string;
+  schedule: string;
+  active: boolean;
+  command: string;
+}
+
+/**
+ * Brings this database's jobs in pg_cron's (other) database to `wanted`, as the role running it:
+ * missing jobs created (a paused one paused), others brought to their schedule, command and state,
+ * and the package's jobs no longer wanted removed. One transaction there, under a lock of its own,
+ * so two installers at once queue. With `removeOnly`, nothing is created or changed, only removed.
+ */
+async function syncRemoteJobs(
+  db: Db,
+  place: CronPlace,
+  wanted: WantedJob[],
+  options: { removeOnly?: boolean } = {},
+): Promise<{ created: number; removed: number }> {
+  return withCronDatabase(db, place, async (cron) => {
+    await cron.query('begin');
+    try {
+      await cron.query('select pg_catalog.pg_advisory_xact_lock($1::integer, pg_catalog.hashtext($2))', [
+        lockValue % 2 ** 31,
+        place.current,
+      ]);
+      const me = (await cron.query<{ me: string }>('select current_user::pg_catalog.text as me')).rows[0]!.me;
+      const existing = await packageJobsIn(cron, me, place.current);
+      const byName = new Map(existing.map((j) => [j.jobname, j]));
+      const wantedNames = new Set(wanted.map((w) => w.jobname));
+      let created = 0;
+      let removed = 0;
+      for (const job of existing) {
+        if (!wantedNames.has(job.jobname)) {
+          await cron.query('select cron.unschedule($1::bigint)', [job.jobid]);
+          removed++;
+        }
+      }
+      if (!options.removeOnly) {
+        for (const job of wanted) {
+          const there = byName.get(job.jobname);
+          try {
+            if (!there) {
+              await cron.query('select cron.schedule_in_database($1, $2, $3, $4, active => $5)', [
+                job.jobname,
+                job.schedule,
+                job.command,
+                place.current,
+                job.active,
+              ]);
+              created++;
+              continue;
+            }
+            if (there.schedule !== job.schedule || there.command !== job.command) {
+              // Upserts by name and role: the same job, its schedule and command set.
+              await cron.query('select cron.schedule_in_database($1, $2, $3, $4)', [
+                job.jobname,
+                job.schedule,
+                job.command,
+                place.current,
+              ]);
+            }
+            if (there.active !== job.active) {
+              await cron.query('select cron.alter_job($1::bigint, active => $2)', [there.jobid, job.active]);
+            }
+          } catch (error) {
+            if (!/invalid schedule/i.test((error as Error).message)) throw error;
+            // Recorded by set_schedule() while pg_cron was out of its reach: said, never run.
+            throw new InvalidArgumentError(
+              `pg_cron refuses the schedule recorded for ${job.jobname} (${JSON.stringify(job.schedule)}): ${(error as Error).message}. ` +
+                'Nothing was scheduled. Set a valid one (order-automation schedule set <job> "<cron>") and migrate again.',
+              { cause: error },
+            );
+          }
+        }
+      }
+      await cron.query('commit');
+      return { created, removed };
+    } catch (error) {
+      await cron.query('rollback').catch(() => undefined);
+      throw error;
+    }
+  });
+}
+
+/** The package's jobs as pg_cron must run them: each one's fixed command, never a column's. */
+async function wantedJobs(client: pg.ClientBase): Promise<WantedJob[] | null> {
+  const fixed = await client.query<{ ok: boolean }>(
+    `select pg_catalog.to_regprocedure('order_automation.job_command(text)') is not null as ok`,
+  );
+  // A release older than the fixed commands (a partial migrate): its jobs are scheduled by the next one.
+  if (!fixed.rows[0]!.ok) return null;
+  const { rows } = await client.query<WantedJob>(`
+    select order_automation.cron_jobname(j.job) as jobname, j.schedule, j.active, order_automation.job_command(j.job) as command
+      from order_automation.job j order by j.job`);
+  return rows;
 }
 
 /** Applies (or reverts) the package's migrations; see MigrateOptions. Safe to run twice or concurrently. */
@@ -81,25 +173,10 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
   };
   return withClient(db, async (client) => {
     const place = await cronPlace(client);
-    const external = schedule && place.loaded && place.cronDatabase !== null && place.cronDatabase !== place.current;
-
-    if (direction === 'down') {
-      // Jobs scheduled from pg_cron's database must be removed from there; the migration removes local ones.
-      const remote = await client
-        .query<{ jobname: string; cron_database: string }>(
-          `
-        select order_automation.cron_jobname(job) as jobname, cron_database from order_automation.job
-         where cron_database <> current_database()`,
-        )
-        .catch(() => ({ rows: [] }));
-      for (const { jobname, cron_database } of remote.rows) {
-        await withDatabase(db, cron_database, async (cron) => {
-          await cron.query('select cron.unschedule(jobid) from cron.job where jobname = $1', [jobname]);
-        });
-      }
-    } else if (external) {
-      await checkCronDatabase(db, place);
-    }
+    // pg_cron in another database of the server: the jobs are scheduled from there, by this code.
+    const remote = place.cronDatabase !== null && place.cronDatabase !== place.current;
+    const external = schedule && remote;
+    if (direction === 'up' && external) await checkCronDatabase(db, place);
 
     // node-pg-migrate keeps its table in schema public, where other roles may be allowed to create
     // objects: one planted there before the first install (a trigger on it, or rows saying the
@@ -119,10 +196,22 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
       );
     }
 
-    await client.query(`select set_config('order_automation.schedule', $1, false)`, [
-      !schedule ? 'off' : external ? 'external' : 'on',
+    // Whether this database has jobs in pg_cron's other database, for a down to remove once it has committed.
+    const hadRemoteJobs =
+      direction === 'down' &&
+      remote &&
+      (
+        await client.query<{ some: boolean }>(`
+          select pg_catalog.to_regclass('order_automation.job') is not null
+             and exists (select from order_automation.job j where j.cron_database is not null) as some`)
+      ).rows[0]!.some;
+
+    await client.query(`select pg_catalog.set_config('order_automation.schedule', $1, false)`, [
+      !schedule ? 'off' : remote ? 'external' : 'on',
     ]);
     try {
+      // One transaction: a failing up or down changes nothing, here or in pg_cron (a down touches
+      // pg_cron's other database only once it has committed).
       const ran = await runner({
         dbClient: client as pg.Client,
         dir: migrationsDir,
@@ -134,34 +223,50 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
         advisoryLockMode: 'wait',
         logger,
       });
-      let scheduledIn: string | null = null;
-      if (direction === 'up') {
-        // Jobs not scheduled yet (first install, or installed earlier with schedule: false).
-        const pending = schedule
-          ? (
-              await client.query<{ job: string; jobname: string; schedule: string; command: string }>(`
-          select job, order_automation.cron_jobname(job) as jobname, schedule, command
-            from order_automation.job where cron_database is null order by job`)
-            ).rows
-          : [];
-        if (pending.length > 0 && !external) {
-          await client.query('select order_automation.schedule_jobs()');
-        } else if (pending.length > 0) {
-          await withDatabase(db, place.cronDatabase!, async (cron) => {
-            for (const job of pending) {
-              await cron.query('select cron.schedule_in_database($1, $2, $3, $4)', [
-                job.jobname,
-                job.schedule,
-                job.command,
-                place.current,
-              ]);
-            }
-          });
-          await client.query('update order_automation.job set cron_database = $1 where cron_database is null', [
-            place.cronDatabase,
-          ]);
-          log?.(`scheduled ${pending.length} pg_cron jobs from database "${place.cronDatabase}"`);
+      const installed = (
+        await client.query<{ ok: boolean }>(`select pg_catalog.to_regclass('order_automation.job') is not null as ok`)
+      ).rows[0]!.ok;
+      if (direction === 'down') {
+        if (hadRemoteJobs) {
+          const kept = installed
+            ? (
+                await client.query<WantedJob>(`
+                select order_automation.cron_jobname(j.job) as jobname, j.schedule, j.active, '' as command
+                  from order_automation.job j where j.cron_database is not null`)
+              ).rows
+            : [];
+          try {
+            const { removed } = await syncRemoteJobs(db, place, kept, { removeOnly: true });
+            if (removed > 0) log?.(`removed ${removed} pg_cron jobs from database "${place.cronDatabase}"`);
+          } catch (error) {
+            throw new PgCronUnavailableError(
+              `the down committed, but removing this database's jobs from pg_cron in database "${place.cronDatabase}" failed: ` +
+                `${(error as Error).message}. Remove them there (SELECT cron.unschedule(jobid) FROM cron.job WHERE database = '${place.current}'), or run the down again as the role that installed the package.`,
+              { cause: error },
+            );
+          }
         }
+        return { migrations: ran.map((m) => m.name), scheduledIn: null };
+      }
+      let scheduledIn: string | null = null;
+      if (schedule && installed) {
+        if (external) {
+          // Every run, not only after an install: jobs missing from pg_cron are created again.
+          const wanted = await wantedJobs(client);
+          if (wanted) {
+            const { created } = await syncRemoteJobs(db, place, wanted);
+            await client.query(
+              'update order_automation.job set cron_database = $1 where cron_database is distinct from $1',
+              [place.cronDatabase],
+            );
+            if (created > 0) log?.(`scheduled ${created} pg_cron jobs from database "${place.cronDatabase}"`);
+          }
+        } else {
+          // pg_cron here (or nowhere: the installer says why, OA010).
+          await client.query('select order_automation.schedule_jobs()');
+        }
+      }
+      if (installed) {
         const where = await client.query<{ cron_database: string | null }>(
           'select min(cron_database) as cron_database from order_automation.job',
         );
@@ -169,7 +274,7 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
       }
       return { migrations: ran.map((m) => m.name), scheduledIn };
     } finally {
-      await client.query(`select set_config('order_automation.schedule', '', false)`).catch(() => undefined);
+      await client.query(`select pg_catalog.set_config('order_automation.schedule', '', false)`).catch(() => undefined);
     }
   }).catch((error: unknown) => {
     throw toOrderAutomationError(error);

@@ -1,10 +1,20 @@
 // The state of the automation, per job: schedule and whether pg_cron runs it, the last run, what is
-// due now and the next deadline; and the settings.
+// due now and the next deadline; and the settings. pg_cron is read where the server says it lives
+// (this database, through the package's own routine; or cron.database_name), never where a table says.
 import pg from 'pg';
-import { type Db, withClient, withDatabase } from './db.js';
+import { type Db, withClient } from './db.js';
 import { nextFireTime } from './cron.js';
 import { getSettings, getStoreSettings, type Settings, type StoreSettings } from './settings.js';
+import { type CronPlace, cronPlace, installerRole, packageJobsIn, seesJobsOf, withCronDatabase } from './pg-cron.js';
 import type { JobName } from './types.js';
+
+/**
+ * What pg_cron holds for a job: active; paused; missing (the job is scheduled, but cron.job no longer
+ * has it: migrate re-creates it); not scheduled (installed without a schedule); unknown (pg_cron could
+ * not be read by this role: it lives in another database and only the installer or a superuser sees
+ * the installer's jobs there).
+ */
+export type PgCronState = 'active' | 'paused' | 'missing' | 'not scheduled' | 'unknown';
 
 export interface LastRun {
   id: number;
@@ -20,9 +30,11 @@ export interface LastRun {
 export interface JobStatus {
   job: JobName;
   schedule: string;
-  /** Database whose pg_cron runs the job; null: not scheduled. */
+  /** Database whose pg_cron runs the job (the server's cron.database_name); null: not scheduled, or not known. */
   cronDatabase: string | null;
   cronJobName: string;
+  /** What pg_cron holds for the job. */
+  pgCron: PgCronState;
   /** Whether pg_cron has the job and it is active; null when pg_cron could not be asked. */
   active: boolean | null;
   /** When pg_cron next starts it (schedule in UTC); null when not scheduled or paused. */
@@ -57,18 +69,47 @@ interface JobStatusRow {
   due_now: string | null;
   held: string | null;
   next_deadline: Date | null;
+  cron_state: 'active' | 'paused' | 'missing' | 'not scheduled' | null;
+  cron_schedule: string | null;
   database: string;
 }
 
-async function cronActive(
+/** The state of the scheduled jobs in pg_cron's other database, read as this role; null: unknown. */
+async function remoteCronStates(
+  db: Db,
   client: pg.ClientBase,
   names: string[],
-): Promise<Map<string, { active: boolean; schedule: string }>> {
-  const { rows } = await client.query<{ jobname: string; active: boolean; schedule: string }>(
-    'select jobname, active, schedule from cron.job where jobname = any ($1::text[])',
-    [names],
-  );
-  return new Map(rows.map((r) => [r.jobname, { active: r.active, schedule: r.schedule }]));
+): Promise<{ database: string | null; jobs: Map<string, { state: PgCronState; schedule: string | null }> | null }> {
+  const place = await cronPlace(client);
+  const owner = await installerRole(client);
+  if (place.cronDatabase === null || owner === null) return { database: null, jobs: null };
+  return { database: place.cronDatabase, jobs: await readJobs(db, place, owner, names) };
+}
+
+async function readJobs(
+  db: Db,
+  place: CronPlace,
+  owner: string,
+  names: string[],
+): Promise<Map<string, { state: PgCronState; schedule: string | null }> | null> {
+  try {
+    return await withCronDatabase(db, place, async (cron) => {
+      // pg_cron shows each role only its own jobs: a role that cannot see the installer's cannot
+      // tell "missing" from "hidden".
+      if (!(await seesJobsOf(cron, owner))) return null;
+      const jobs = new Map((await packageJobsIn(cron, owner, place.current)).map((j) => [j.jobname, j]));
+      return new Map(
+        names.map((name) => {
+          const job = jobs.get(name);
+          const state: PgCronState = !job ? 'missing' : job.active ? 'active' : 'paused';
+          return [name, { state, schedule: job?.schedule ?? null }];
+        }),
+      );
+    });
+  } catch {
+    // No connection, no right on schema cron there: unknown, said so.
+    return null;
+  }
 }
 
 export async function getStatus(db: Db): Promise<Status> {
@@ -79,31 +120,24 @@ export async function getStatus(db: Db): Promise<Status> {
     const settings = await getSettings(client);
     const storeSettings = await getStoreSettings(client);
     const database = rows[0]?.database ?? '';
-    // What pg_cron itself says, from the database it lives in (this one, or another of the server).
-    const cron = new Map<string, { active: boolean; schedule: string }>();
-    for (const cronDb of new Set(rows.map((r) => r.cron_database).filter((d): d is string => d !== null))) {
-      const names = rows.filter((r) => r.cron_database === cronDb).map((r) => r.cron_jobname);
-      try {
-        const found =
-          cronDb === database
-            ? await cronActive(client, names)
-            : await withDatabase(db, cronDb, (other) => cronActive(other, names));
-        for (const [k, v] of found) cron.set(k, v);
-      } catch {
-        // pg_cron unreadable from here (no privilege, no connection): active stays unknown.
-      }
-    }
+    // Scheduled jobs pg_cron keeps in another database: asked there (cron_state NULL).
+    const elsewhere = rows.filter((r) => r.cron_state === null).map((r) => r.cron_jobname);
+    const remote = elsewhere.length > 0 ? await remoteCronStates(db, client, elsewhere) : undefined;
     const jobs = rows.map((r): JobStatus => {
-      const inCron = cron.get(r.cron_jobname);
-      const schedule = inCron?.schedule ?? r.schedule;
-      const active = r.cron_database === null ? false : inCron ? inCron.active : null;
+      const there = remote?.jobs?.get(r.cron_jobname);
+      const pgCron: PgCronState = r.cron_state ?? there?.state ?? 'unknown';
+      const schedule = (r.cron_state !== null ? r.cron_schedule : there?.schedule) ?? r.schedule;
+      const active = pgCron === 'active' ? true : pgCron === 'unknown' ? null : false;
       return {
         job: r.job,
         schedule,
-        cronDatabase: r.cron_database,
+        // Shown, never connected to: the server's cron.database_name, or the installer's record of it.
+        cronDatabase:
+          pgCron === 'not scheduled' ? null : r.cron_state !== null ? database : (remote?.database ?? r.cron_database),
         cronJobName: r.cron_jobname,
+        pgCron,
         active,
-        nextRunAt: active === false || r.cron_database === null ? null : nextFireTime(schedule),
+        nextRunAt: active === true ? nextFireTime(schedule) : null,
         lastRun:
           r.last_run_id === null
             ? null

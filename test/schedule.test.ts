@@ -1,4 +1,5 @@
 // When pg_cron fires a job next (status's next run), and the run log kept only history_retention long.
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   nextFireTime,
@@ -49,6 +50,39 @@ describe('schedule and history in a database', () => {
     await expect(setSchedule(db.pool, 'no_such_job' as never, { active: true })).rejects.toBeInstanceOf(
       InvalidArgumentError,
     );
+  });
+
+  test("setSchedule on a Client inside BEGIN joins that transaction: a ROLLBACK undoes the caller's change and the schedule change alike", async () => {
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      await client.query('begin');
+      await client.query('update order_automation.settings set batch_size = 7');
+      await setSchedule(client, 'confirm_shipped_orders', { schedule: '*/9 * * * *' });
+      await client.query('rollback');
+    } finally {
+      await client.end();
+    }
+    expect((await db.pool.query('select batch_size from order_automation.settings')).rows[0].batch_size).toBe(500);
+    const job = await db.pool.query(`select schedule from order_automation.job where job = 'confirm_shipped_orders'`);
+    expect(job.rows[0].schedule).toBe('* * * * *');
+  });
+
+  test("a refused setSchedule on a Client inside BEGIN undoes only its own part: the caller's transaction goes on and commits", async () => {
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      await client.query('begin');
+      await client.query('update order_automation.settings set batch_size = 8');
+      await expect(setSchedule(client, 'no_such_job' as never, { active: false })).rejects.toBeInstanceOf(
+        InvalidArgumentError,
+      );
+      await client.query('commit');
+    } finally {
+      await client.end();
+    }
+    expect((await db.pool.query('select batch_size from order_automation.settings')).rows[0].batch_size).toBe(8);
+    await db.pool.query('update order_automation.settings set batch_size = 500');
   });
 
   test('purge_history deletes finished runs older than history_retention and keeps the rest', async () => {

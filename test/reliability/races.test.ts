@@ -193,11 +193,10 @@ describe('runners of the same procedure at once', () => {
       const ledger = await sellerLedger();
       const since = await lastRunId();
       await bulkOrders(db.pool, { ...shop, prefix, count, due: true, state });
-      // pg_cron runs the job's command as it is stored; the others choose their own batch sizes.
-      const { rows } = await db.pool.query<{ command: string }>(
-        'select command from order_automation.job where job = $1',
-        [job],
-      );
+      // pg_cron runs the job's fixed command; the others choose their own batch sizes.
+      const { rows } = await db.pool.query<{ command: string }>('select order_automation.job_command($1) as command', [
+        job,
+      ]);
       const cronCommand = rows[0]!.command;
       const column = job === 'cancel_expired_orders' ? 'cancelled' : 'confirmed';
       const runners: ((client: pg.Client) => Promise<number>)[] = [

@@ -286,9 +286,11 @@ describe('a role that may create objects in public cannot hijack the package', (
       await confirmReceipt(owner, 'h4');
       expect((await cancelExpiredOrders(owner, { asOf: later, batchSize: 1 })).cancelled).toBe(1);
       expect((await confirmShippedOrders(owner, { asOf: new Date(Date.now() + 86_400_000) })).confirmed).toBe(1);
-      // pg_cron: each job's command as stored, on a session with the default search_path.
+      // pg_cron: each job's fixed command, on a session with the default search_path.
       for (const { command } of (
-        await owner.query<{ command: string }>('select command from order_automation.job order by job')
+        await owner.query<{ command: string }>(
+          'select order_automation.job_command(job) as command from order_automation.job order by job',
+        )
       ).rows) {
         await owner.query(command);
       }

@@ -30,6 +30,10 @@ export interface Figures {
   faultsInjected: number;
   /** Hostile or out-of-range values and command lines tried. */
   inputsTried: number;
+  /** Writes and calls a lesser role tried in order to gain a right or make the installer run its code. */
+  escalationAttempts: number;
+  /** Of those, the ones that worked (a passing suite has none). */
+  escalationsSucceeded: number;
   /** Breaches of a guarantee the checks found (a passing suite has none). */
   violations: number;
 }
@@ -53,6 +57,8 @@ export function openFigures(testFile: string): Tally {
     connections: 0,
     faultsInjected: 0,
     inputsTried: 0,
+    escalationAttempts: 0,
+    escalationsSucceeded: 0,
     violations: 0,
     expectNone(guarantee, count, detail) {
       tally.violations += count;
@@ -80,6 +86,8 @@ function publish(name: string, tally: Figures): void {
     connections: tally.connections,
     faultsInjected: tally.faultsInjected,
     inputsTried: tally.inputsTried,
+    escalationAttempts: tally.escalationAttempts,
+    escalationsSucceeded: tally.escalationsSucceeded,
     violations: tally.violations,
   };
   // Written whole, then renamed: a reader never sees half a file.
@@ -103,7 +111,8 @@ function publish(name: string, tally: Figures): void {
   const n = (value: number) => value.toLocaleString('en-US');
   console.log(
     `reliability: ${n(sum('ordersRaced'))} orders raced, ${Math.max(...all.map((f) => f.connections))} connections at once, ` +
-      `${n(sum('faultsInjected'))} faults injected, ${n(sum('inputsTried'))} inputs tried, ${sum('violations')} violations found`,
+      `${n(sum('faultsInjected'))} faults injected, ${n(sum('inputsTried'))} inputs tried, ` +
+      `${n(sum('escalationAttempts'))} escalation attempts, ${sum('escalationsSucceeded')} succeeded, ${sum('violations')} violations found`,
   );
   rmSync(dir, { recursive: true, force: true });
 }
