@@ -2,10 +2,7 @@
 // control through the installer's own routines, the jobs' causes claimed (never taken from a setting
 // a caller controls), best-effort reminders, and every right granted by name.
 import type { MigrationBuilder } from 'node-pg-migrate';
-import { snapshot } from './snapshots/index.js';
-
-/** The routine files this release changed: its down re-applies their previous release. */
-const changedFiles = ['100_order_lifecycle.sql', '300_due_orders.sql', '400_schedule.sql', '500_status.sql'];
+import { apply, previous } from './snapshots/index.js';
 
 export async function up(pgm: MigrationBuilder): Promise<void> {
   pgm.sql(`
@@ -29,7 +26,7 @@ export async function up(pgm: MigrationBuilder): Promise<void> {
     drop function order_automation.remind_due_soon(text, timestamptz);
     drop function order_automation.job_status(timestamptz);
   `);
-  pgm.sql(snapshot('0003_trust'));
+  pgm.sql(apply('0003_trust'));
   pgm.sql('select order_automation.install_schedule()');
 }
 
@@ -55,7 +52,6 @@ export async function down(pgm: MigrationBuilder): Promise<void> {
       'The scheduled jobs of the package: the command pg_cron runs, its cron schedule, and the database whose pg_cron runs it (NULL: not scheduled)';
   `);
   // The previous release's versions of the routines this one changed, then its privileges.
-  pgm.sql(snapshot('0002_shop_features', (f) => changedFiles.includes(f)));
-  pgm.sql(snapshot('0002_shop_features', (f) => f === '600_privileges.sql'));
+  pgm.sql(previous('0003_trust'));
   pgm.sql('select order_automation.install_schedule()');
 }
