@@ -1,7 +1,7 @@
 // The commands about orders: hold and release one, read (or follow) the order history.
 import { holdOrder, readOrderEvents, releaseOrder, watchEvents } from '../../index.js';
 import { noMore, UsageError, wholeNumber } from '../args.js';
-import { eventLine, eventsTable, time } from '../output.js';
+import { eventLine, eventsTable, json, oneLine, time } from '../output.js';
 import type { Command } from './index.js';
 
 export const holdCommand: Command = {
@@ -14,7 +14,7 @@ export const holdCommand: Command = {
     if (orderId === undefined || reason === undefined) throw new UsageError('hold needs an order id and a reason');
     noMore(extra);
     const order = await holdOrder(url, orderId, reason);
-    return { data: order, text: `order ${order.orderId} held: ${order.holdReason}` };
+    return { data: order, text: `order ${oneLine(order.orderId)} held: ${oneLine(order.holdReason ?? '')}` };
   },
 };
 
@@ -30,7 +30,10 @@ export const releaseCommand: Command = {
     const order = await releaseOrder(url, orderId);
     const deadline =
       order.state === 'unpaid' ? order.payDeadline : order.state === 'shipped' ? order.receiptDeadline : null;
-    return { data: order, text: `order ${order.orderId} released${deadline ? `; deadline ${time(deadline)}` : ''}` };
+    return {
+      data: order,
+      text: `order ${oneLine(order.orderId)} released${deadline ? `; deadline ${time(deadline)}` : ''}`,
+    };
   },
 };
 
@@ -51,8 +54,7 @@ export const eventsCommand: Command = {
       const stop = new AbortController();
       process.once('SIGINT', () => stop.abort());
       for await (const event of watchEvents(url, { afterId, signal: stop.signal })) {
-        if (orderId === undefined || event.orderId === orderId)
-          print(values.json ? JSON.stringify(event) : eventLine(event));
+        if (orderId === undefined || event.orderId === orderId) print(values.json ? json(event) : eventLine(event));
       }
       return { data: undefined, text: '' };
     }
