@@ -103,7 +103,8 @@ export function eventLine(e: OrderEvent): string {
   return `${e.id}  ${time(e.at)}  ${oneLine(e.orderId)}  ${e.from ?? 'placed'} -> ${e.to ?? 'deleted'}  ${oneLine(e.cause)}${e.note ? `  ${oneLine(e.note)}` : ''}`;
 }
 
-export function eventsTable(events: OrderEvent[]): string {
+/** Events as a table; `header: false` for the pages after the first (each page is aligned on its own). */
+export function eventsTable(events: OrderEvent[], header = true): string {
   if (events.length === 0) return 'no events';
   const rows = events.map((e) => [
     String(e.id),
@@ -114,7 +115,7 @@ export function eventsTable(events: OrderEvent[]): string {
     time(e.at),
     e.note ?? '',
   ]);
-  return columns([['id', 'order', 'from', 'to', 'cause', 'at', 'note'], ...rows]);
+  return columns(header ? [['id', 'order', 'from', 'to', 'cause', 'at', 'note'], ...rows] : rows);
 }
 
 export function statusText(status: Status, now: Date): string {

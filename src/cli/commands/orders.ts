@@ -58,7 +58,32 @@ export const eventsCommand: Command = {
       }
       return { data: undefined, text: '' };
     }
-    const events = await readOrderEvents(url, { orderId, afterId, limit: wholeNumber('--limit', values.limit) });
-    return { data: events, text: eventsTable(events) };
+    // Page by page (each bounded by rows and by size), printed as it comes: memory holds one page.
+    // --json prints one JSON array, an event per line.
+    let remaining = wholeNumber('--limit', values.limit) ?? 1000;
+    let after = afterId ?? 0;
+    let printed = 0;
+    let held: string | undefined; // the last JSON element, printed with its comma once another follows
+    if (values.json) print('[');
+    while (remaining > 0) {
+      const page = await readOrderEvents(url, { orderId, afterId: after, limit: Math.min(remaining, 1000) });
+      if (page.length === 0) break;
+      if (values.json) {
+        for (const event of page) {
+          if (held !== undefined) print(`${held},`);
+          held = `  ${json(event)}`;
+        }
+      } else {
+        print(eventsTable(page, printed === 0));
+      }
+      printed += page.length;
+      remaining -= page.length;
+      after = page.at(-1)!.id;
+    }
+    if (values.json) {
+      if (held !== undefined) print(held);
+      print(']');
+    } else if (printed === 0) print(eventsTable([]));
+    return { data: undefined, text: '' };
   },
 };
