@@ -1,21 +1,27 @@
 -- The bookstore's own tables: users and their balances, stores and their stock,
 -- orders and their lines. Apps may add columns; the package relies on the ones below.
+-- Ids are at most 255 characters (the width of the usual varchar(255)) and a hold reason at most
+-- 1000: they are copied into the order history, echoed in messages and printed by the CLI, so a
+-- text of a hundred million characters must never get in.
 
 create table public."user" (
   user_id text primary key,
-  balance bigint not null default 0 check (balance >= 0)
+  balance bigint not null default 0 check (balance >= 0),
+  constraint "user_id is at most 255 characters" check (length(user_id) <= 255)
 );
 
 create table public.user_store (
   store_id text primary key,
-  user_id text not null references public."user"
+  user_id text not null references public."user",
+  constraint "store_id is at most 255 characters" check (length(store_id) <= 255)
 );
 
 create table public.store (
   store_id text references public.user_store,
   book_id text,
   stock_level integer not null check (stock_level >= 0),
-  primary key (store_id, book_id)
+  primary key (store_id, book_id),
+  constraint "book_id is at most 255 characters" check (length(book_id) <= 255)
 );
 
 create table public.new_order (
@@ -34,7 +40,9 @@ create table public.new_order (
   held_at timestamptz,
   hold_reason text,
   receipt_extended_at timestamptz,
-  reminded_state smallint
+  reminded_state smallint,
+  constraint "order_id is at most 255 characters" check (length(order_id) <= 255),
+  constraint "hold_reason is at most 1000 characters" check (length(hold_reason) <= 1000)
 );
 
 comment on column public.new_order.state is

@@ -39,7 +39,17 @@ create table order_automation.settings (
   constraint "receipt_extension must be a positive interval" check (receipt_extension > interval '0'),
   constraint "remind_before must be a positive interval or NULL (off)" check (remind_before > interval '0'),
   constraint "purge_cancelled_after must be zero or more, or NULL (keep)" check (purge_cancelled_after >= interval '0'),
-  constraint "history_retention must be at least 1 hour" check (history_retention >= interval '1 hour')
+  constraint "history_retention must be at least 1 hour" check (history_retention >= interval '1 hour'),
+  -- Upper bounds: a deadline or a run's window is a timestamp plus one of these, and a timestamp ends
+  -- in 294276 AD; '300000 years' would pass "positive" and then fail every order or every run with
+  -- "timestamp out of range". A year covers any shop's timeouts, ten years any retention.
+  constraint "payment_timeout must be at most 365 days" check (payment_timeout <= interval '365 days'),
+  constraint "receipt_timeout must be at most 365 days" check (receipt_timeout <= interval '365 days'),
+  constraint "payment_grace must be at most 365 days" check (payment_grace <= interval '365 days'),
+  constraint "receipt_extension must be at most 365 days" check (receipt_extension <= interval '365 days'),
+  constraint "remind_before must be at most 365 days" check (remind_before <= interval '365 days'),
+  constraint "purge_cancelled_after must be at most 3650 days" check (purge_cancelled_after <= interval '3650 days'),
+  constraint "history_retention must be at most 3650 days" check (history_retention <= interval '3650 days')
 );
 insert into order_automation.settings default values;
 comment on table order_automation.settings is
@@ -61,8 +71,11 @@ create table order_automation.store_settings (
   store_id text primary key references public.user_store on delete cascade,
   payment_timeout interval,
   receipt_timeout interval,
-  constraint "store payment_timeout must be a positive interval or NULL (the global setting)" check (payment_timeout > interval '0'),
-  constraint "store receipt_timeout must be a positive interval or NULL (the global setting)" check (receipt_timeout > interval '0')
+  -- NULL: the global setting. (Constraint names are cut at 63 bytes: keep these shorter.)
+  constraint "store payment_timeout must be a positive interval or NULL" check (payment_timeout > interval '0'),
+  constraint "store receipt_timeout must be a positive interval or NULL" check (receipt_timeout > interval '0'),
+  constraint "store payment_timeout must be at most 365 days" check (payment_timeout <= interval '365 days'),
+  constraint "store receipt_timeout must be at most 365 days" check (receipt_timeout <= interval '365 days')
 );
 comment on table order_automation.store_settings is
   'Per-store overrides of payment_timeout / receipt_timeout (NULL: the global setting); deadlines of new orders and new shipments follow them';
@@ -77,7 +90,11 @@ create table order_automation.order_event (
   note text,
   -- The writing transaction: watchers read by transaction horizon, so an event whose transaction
   -- commits after a later id's is never skipped.
-  xid xid8 not null default pg_current_xact_id()
+  xid xid8 not null default pg_current_xact_id(),
+  -- Bounded, so that a page of history is bounded: a note is a hold reason or a deadline, a cause the
+  -- name of a routine (order ids are bounded by new_order's).
+  constraint "note is at most 1000 characters" check (length(note) <= 1000),
+  constraint "cause is at most 63 characters" check (length(cause) <= 63)
 );
 create index order_event_order_id on order_automation.order_event (order_id, id);
 create index order_event_xid on order_automation.order_event (xid);

@@ -4,6 +4,11 @@ import { type Db, query, sameServer } from './db.js';
 import { toOrderAutomationError } from './errors.js';
 import { type OrderState, stateName } from './types.js';
 
+/** What the database lets into the history (order ids are bounded by new_order's: 255 characters). */
+export const eventLimits = { note: 1000, cause: 63 } as const;
+/** A page of history holds at most this much text (its last row may pass it), whatever its row count. */
+export const pageBytes = 1024 * 1024;
+
 export interface OrderEvent {
   id: number;
   orderId: string;
@@ -14,7 +19,10 @@ export interface OrderEvent {
   /** payment_timeout / receipt_timeout for the automation; the package function's name or 'sql' otherwise. */
   cause: string;
   at: Date;
-  /** What else the event says: a hold's reason, the new deadline of a reminder or an extension. */
+  /**
+   * What else the event says: a hold's reason, the new deadline of a reminder or an extension.
+   * At most 1000 characters; a longer one (written before the limit existed) is read cut, ending in '…'.
+   */
   note: string | null;
 }
 
@@ -22,7 +30,7 @@ export interface ReadEventsOptions {
   /** Only events with a larger id (to page through, or to resume). */
   afterId?: number;
   orderId?: string;
-  /** Default 1000. */
+  /** At most this many events (default 1000); a page also stops at about 1 MiB of text. */
   limit?: number;
 }
 
@@ -37,26 +45,60 @@ interface EventRow {
   xid: string;
 }
 
+/** A text past its limit (only rows written before the limit existed), cut with a mark that it was. */
+const cut = (text: string, limit: number) => (text.length > limit ? `${text.slice(0, limit)}…` : text);
+
 function toEvent(r: Omit<EventRow, 'xid'>): OrderEvent {
   return {
     id: Number(r.id),
     orderId: r.order_id,
     from: stateName(r.from_state),
     to: stateName(r.to_state),
-    cause: r.cause,
+    cause: cut(r.cause, eventLimits.cause),
     at: r.at,
-    note: r.note,
+    note: r.note === null ? null : cut(r.note, eventLimits.note),
   };
 }
 
-/** Events in id order: the history of one order, or of all orders after a given id. */
+/**
+ * One page of events, bounded by rows (limit) and by size: rows are taken in `order` while the text
+ * before them is under pageBytes, so a page is at most pageBytes plus its last row. Texts are read
+ * no longer than their limit (plus one character, to tell they were longer): substr() of a stored
+ * value fetches only that slice, and octet_length() reads its size without fetching it, so a row
+ * written before the limits (a hundred million characters) costs neither the server nor the reader
+ * its size. `candidates`: the rows the row limit alone would give, to tell a page cut by size.
+ */
+function pageQuery(where: string, order: string, limit: string): string {
+  return `
+    select q.* from (
+      select p.*, sum(p.bytes) over (order by ${order}) - p.bytes as before, count(*) over () as candidates
+        from (select e.id, e.order_id, e.from_state, e.to_state, e.at, e.xid,
+                     substr(e.cause, 1, ${eventLimits.cause + 1}) as cause,
+                     substr(e.note, 1, ${eventLimits.note + 1}) as note,
+                     octet_length(e.order_id) + least(octet_length(e.cause), ${4 * (eventLimits.cause + 1)})
+                       + coalesce(least(octet_length(e.note), ${4 * (eventLimits.note + 1)}), 0) as bytes
+                from order_automation.order_event e
+               where ${where}
+               order by ${order}
+               limit ${limit}) p
+    ) q
+    where q.before < ${pageBytes}
+    order by ${order}`;
+}
+
+interface PageRow extends EventRow {
+  candidates: string;
+}
+
+/**
+ * Events in id order: the history of one order, or of all orders after a given id. One page: at most
+ * `limit` events and about 1 MiB of text, so fewer than `limit` does not mean the end; read on with
+ * afterId = the last id until a page comes back empty.
+ */
 export async function readOrderEvents(db: Db, options: ReadEventsOptions = {}): Promise<OrderEvent[]> {
-  const rows = await query<Omit<EventRow, 'xid'>>(
+  const rows = await query<PageRow>(
     db,
-    `
-    select id, order_id, from_state, to_state, cause, at, note from order_automation.order_event
-     where id > $1::bigint and ($2::text is null or order_id = $2::text)
-     order by id limit $3::integer`,
+    pageQuery('e.id > $1::bigint and ($2::text is null or e.order_id = $2::text)', 'id', '$3::integer'),
     [options.afterId ?? 0, options.orderId ?? null, options.limit ?? 1000],
   );
   return rows.map(toEvent);
@@ -69,6 +111,11 @@ export interface WatchOptions {
   signal?: AbortSignal;
   /** A NOTIFY wakes the watcher at once; without one it looks anyway this often (default 5000 ms). */
   pollIntervalMs?: number;
+  /**
+   * Reads at most once this often however often it is woken (default 50 ms): any role may NOTIFY the
+   * channel, and a flood of them costs the watcher at most 20 reads a second.
+   */
+  minReadIntervalMs?: number;
   /** Wait before reconnecting after the connection is lost (default 1000 ms). */
   reconnectDelayMs?: number;
   /** Told about each lost connection before the watcher reconnects. */
@@ -118,10 +165,18 @@ function isPermanent(error: unknown): boolean {
  * Reads by transaction: only events of transactions that have ended (xid below the snapshot's
  * xmin), in (transaction, id) order, so an event whose transaction commits after one with a larger
  * id is never skipped. The position lives here: after a lost connection the watcher reconnects and
- * resumes where it was, so no event is lost or repeated.
+ * resumes where it was, so no event is lost or repeated. Pages are bounded by rows and by size (see
+ * readOrderEvents); a NOTIFY only wakes it, so what another role sends on the channel changes nothing
+ * it yields.
  */
 export async function* watchEvents(db: Db, options: WatchOptions = {}): AsyncGenerator<OrderEvent> {
-  const { signal, pollIntervalMs = 5000, reconnectDelayMs = 1000, retryForMs = 60_000 } = options;
+  const {
+    signal,
+    pollIntervalMs = 5000,
+    reconnectDelayMs = 1000,
+    retryForMs = 60_000,
+    minReadIntervalMs = 50,
+  } = options;
   const config = { ...sameServer(db), application_name: 'order_automation_watch' };
   const afterId = options.afterId ?? 0;
   // Position: the last (xid, id) yielded. Unset until the first read decides where to begin.
@@ -150,7 +205,13 @@ export async function* watchEvents(db: Db, options: WatchOptions = {}): AsyncGen
       await client.connect();
       everConnected = true;
       failingSince = undefined;
-      client.on('notification', () => wake?.());
+      // Woken during a read, the watcher reads again rather than sleep: that NOTIFY may be for a
+      // transaction the read's snapshot did not see yet.
+      let woken = false;
+      client.on('notification', () => {
+        woken = true;
+        wake?.();
+      });
       await client.query('listen order_automation');
       if (!position) {
         const start = await client.query<{ xid: string }>(
@@ -162,23 +223,32 @@ export async function* watchEvents(db: Db, options: WatchOptions = {}): AsyncGen
         // Just below the first transaction to read: xid8 '0' sorts below every real one.
         position = { xid: (BigInt(start.rows[0]!.xid) - 1n).toString(), id: String(Number.MAX_SAFE_INTEGER) };
       }
+      let lastRead = 0;
+      let full = false;
       while (!signal?.aborted) {
-        const { rows }: pg.QueryResult<EventRow> = await client.query<EventRow>(
-          `
-          select e.id, e.order_id, e.from_state, e.to_state, e.cause, e.at, e.note, e.xid::text
-            from order_automation.order_event e
-           where (e.xid, e.id) > ($1::xid8, $2::bigint) and e.id > $3::bigint
-             and e.xid < pg_snapshot_xmin(pg_current_snapshot())
-           order by e.xid, e.id
-           limit 1000`,
+        // However often a NOTIFY wakes it, at most one read per minReadIntervalMs (a full page is
+        // read on at once: that is catching up, not being woken).
+        const wait = lastRead + minReadIntervalMs - Date.now();
+        if (!full && wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        if (signal?.aborted) return;
+        lastRead = Date.now();
+        woken = false;
+        const { rows }: pg.QueryResult<PageRow> = await client.query<PageRow>(
+          pageQuery(
+            `(e.xid, e.id) > ($1::xid8, $2::bigint) and e.id > $3::bigint
+                 and e.xid < pg_snapshot_xmin(pg_current_snapshot())`,
+            'xid, id',
+            '1000',
+          ),
           [position.xid, position.id, afterId],
         );
+        full = rows.length === 1000 || (rows.length > 0 && rows.length < Number(rows[0]!.candidates));
         for (const r of rows) {
           position = { xid: r.xid, id: r.id };
           yield toEvent(r);
           if (signal?.aborted) return;
         }
-        if (rows.length < 1000) await sleep(pollIntervalMs);
+        if (!full && !woken) await sleep(pollIntervalMs);
       }
     } catch (error) {
       if (signal?.aborted) return;

@@ -9,7 +9,7 @@ import pg from 'pg';
 import { DatabaseUnreachableError, OrderAutomationError } from '../index.js';
 import { checkOptions, databaseUrl, options, secretsOf, urlSource, UsageError } from './args.js';
 import { commands } from './commands/index.js';
-import { commandUsage, oneLine, sentence, usage } from './output.js';
+import { commandUsage, json, oneLine, sentence, usage } from './output.js';
 
 export interface Io {
   stdout: { write(text: string): unknown };
@@ -59,7 +59,7 @@ export async function main(argv: string[], io: Io = process): Promise<number> {
       log: (line) => fail(line),
       print: (line) => io.stdout.write(`${line}\n`),
     });
-    if (data !== undefined) io.stdout.write(`${values.json ? JSON.stringify(data, null, 2) : text}\n`);
+    if (data !== undefined) io.stdout.write(`${values.json ? json(data, 2) : text}\n`);
     return 0;
   } catch (error) {
     if (error instanceof UsageError) {

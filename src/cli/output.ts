@@ -4,15 +4,34 @@ import type { OrderEvent, Settings, Status, StoreSettings } from '../index.js';
 import { settingsDescriptor, type SettingName } from '../settings.js';
 
 /**
- * A message on one line whatever it echoes: a line break or a control character in an argument
- * (or in PostgreSQL's echo of a value) is shown escaped, so it cannot split the paragraph or drive
- * the terminal (ANSI escapes).
+ * Characters a terminal acts on rather than shows: C0 and C1 controls and DEL (ESC starts the
+ * sequences that clear the screen, set the window title or write the clipboard with OSC 52; a line
+ * break or a carriage return forges a line), Unicode line and paragraph separators, and the bidi
+ * controls that reorder what is shown.
+ */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const terminalControls = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+/** The same, less the C0 controls: JSON.stringify escapes those in strings, and its own line breaks are layout. */
+const controlsJsonLeaves = /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const shortEscapes: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+const unicodeEscape = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
+/**
+ * Text on one line whatever it holds: a message that echoes an argument, or any text read from the
+ * database (order ids, hold reasons, store ids, schedules, run errors are written by apps and admins).
+ * Every character a terminal would act on is shown escaped (\n, \u001b), so it can neither split the
+ * output into forged lines nor drive the terminal.
  */
 export function oneLine(text: string): string {
-  // eslint-disable-next-line no-control-regex -- matching control characters is the point
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) =>
-    c === '\n' ? '\\n' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-  );
+  return text.replace(terminalControls, (c) => shortEscapes[c] ?? unicodeEscape(c));
+}
+
+/**
+ * JSON of a result, exact: the same values parse back. JSON already escapes C0 controls; the other
+ * characters a terminal acts on are escaped too (\u009b, \u2028), which JSON reads back the same.
+ */
+export function json(value: unknown, indent?: number): string {
+  return JSON.stringify(value, null, indent).replace(controlsJsonLeaves, unicodeEscape);
 }
 
 export function sentence(text: string): string {
@@ -49,8 +68,9 @@ function relative(at: Date, now: Date): string {
   return seconds >= 0 ? `in ${span}` : `${span} ago`;
 }
 
-/** Left-aligned columns, two spaces apart. */
-export function columns(rows: string[][]): string {
+/** Left-aligned columns, two spaces apart; every cell on one line (see oneLine). */
+export function columns(cells: string[][]): string {
+  const rows = cells.map((row) => row.map(oneLine));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
   return rows
     .map((row) =>
@@ -80,10 +100,11 @@ export function storesText(stores: StoreSettings[]): string {
 }
 
 export function eventLine(e: OrderEvent): string {
-  return `${e.id}  ${time(e.at)}  ${e.orderId}  ${e.from ?? 'placed'} -> ${e.to ?? 'deleted'}  ${e.cause}${e.note ? `  ${e.note}` : ''}`;
+  return `${e.id}  ${time(e.at)}  ${oneLine(e.orderId)}  ${e.from ?? 'placed'} -> ${e.to ?? 'deleted'}  ${oneLine(e.cause)}${e.note ? `  ${oneLine(e.note)}` : ''}`;
 }
 
-export function eventsTable(events: OrderEvent[]): string {
+/** Events as a table; `header: false` for the pages after the first (each page is aligned on its own). */
+export function eventsTable(events: OrderEvent[], header = true): string {
   if (events.length === 0) return 'no events';
   const rows = events.map((e) => [
     String(e.id),
@@ -94,7 +115,7 @@ export function eventsTable(events: OrderEvent[]): string {
     time(e.at),
     e.note ?? '',
   ]);
-  return columns([['id', 'order', 'from', 'to', 'cause', 'at', 'note'], ...rows]);
+  return columns(header ? [['id', 'order', 'from', 'to', 'cause', 'at', 'note'], ...rows] : rows);
 }
 
 export function statusText(status: Status, now: Date): string {
@@ -125,7 +146,7 @@ export function statusText(status: Status, now: Date): string {
     ]);
   });
   return [
-    `database ${status.database}`,
+    `database ${oneLine(status.database)}`,
     ...jobs,
     `settings\n${settingsText(status.settings)}`,
     `store overrides\n${storesText(status.storeSettings)}`,

@@ -3,7 +3,7 @@
 // the words, ../output.ts renders. Jobs, settings and orders each have a file of their own.
 import { getStatus, migrate } from '../../index.js';
 import { noMore, type OptionName, scheduleFromEnv } from '../args.js';
-import { statusText } from '../output.js';
+import { oneLine, statusText } from '../output.js';
 import { runCommand, scheduleCommand } from './jobs.js';
 import { eventsCommand, holdCommand, releaseCommand } from './orders.js';
 import { settingsCommand, storeSettingsCommand } from './settings.js';
@@ -54,7 +54,7 @@ export const migrateCommand: Command = {
       lines.push(
         result.scheduledIn === null
           ? 'the jobs are not scheduled in pg_cron: run them with order-automation run cancel|confirm, or run order-automation migrate again without --no-schedule to schedule them'
-          : `the jobs are scheduled by pg_cron in database "${result.scheduledIn}"`,
+          : `the jobs are scheduled by pg_cron in database "${oneLine(result.scheduledIn)}"`,
       );
     }
     return { data: result, text: lines.join('\n') };

@@ -15,7 +15,7 @@ import {
 } from '../../index.js';
 import { jobs } from '../../types.js';
 import { jobAliases, jobNamed, noMore, timestamp, UsageError, wholeNumber } from '../args.js';
-import { columns, plural, time } from '../output.js';
+import { columns, oneLine, plural, time } from '../output.js';
 import type { Command, Result } from './index.js';
 
 /** What `run <job>` does for each job, and says it did; keyed by JobName, so a job without an entry does not compile. */
@@ -96,7 +96,7 @@ e.g. order-automation schedule set cancel '*/5 * * * *'. An invalid schedule is 
     const status = (await getStatus(url)).jobs.find((j) => j.job === job)!;
     return {
       data: status,
-      text: `${job}: ${status.schedule}, ${status.active ? `active, next run ${status.nextRunAt ? time(status.nextRunAt) : '-'}` : 'paused'}`,
+      text: `${job}: ${oneLine(status.schedule)}, ${status.active ? `active, next run ${status.nextRunAt ? time(status.nextRunAt) : '-'}` : 'paused'}`,
     };
   },
 };

@@ -1,7 +1,7 @@
 // The commands about orders: hold and release one, read (or follow) the order history.
 import { holdOrder, readOrderEvents, releaseOrder, watchEvents } from '../../index.js';
 import { noMore, UsageError, wholeNumber } from '../args.js';
-import { eventLine, eventsTable, time } from '../output.js';
+import { eventLine, eventsTable, json, oneLine, time } from '../output.js';
 import type { Command } from './index.js';
 
 export const holdCommand: Command = {
@@ -14,7 +14,7 @@ export const holdCommand: Command = {
     if (orderId === undefined || reason === undefined) throw new UsageError('hold needs an order id and a reason');
     noMore(extra);
     const order = await holdOrder(url, orderId, reason);
-    return { data: order, text: `order ${order.orderId} held: ${order.holdReason}` };
+    return { data: order, text: `order ${oneLine(order.orderId)} held: ${oneLine(order.holdReason ?? '')}` };
   },
 };
 
@@ -30,7 +30,10 @@ export const releaseCommand: Command = {
     const order = await releaseOrder(url, orderId);
     const deadline =
       order.state === 'unpaid' ? order.payDeadline : order.state === 'shipped' ? order.receiptDeadline : null;
-    return { data: order, text: `order ${order.orderId} released${deadline ? `; deadline ${time(deadline)}` : ''}` };
+    return {
+      data: order,
+      text: `order ${oneLine(order.orderId)} released${deadline ? `; deadline ${time(deadline)}` : ''}`,
+    };
   },
 };
 
@@ -51,12 +54,36 @@ export const eventsCommand: Command = {
       const stop = new AbortController();
       process.once('SIGINT', () => stop.abort());
       for await (const event of watchEvents(url, { afterId, signal: stop.signal })) {
-        if (orderId === undefined || event.orderId === orderId)
-          print(values.json ? JSON.stringify(event) : eventLine(event));
+        if (orderId === undefined || event.orderId === orderId) print(values.json ? json(event) : eventLine(event));
       }
       return { data: undefined, text: '' };
     }
-    const events = await readOrderEvents(url, { orderId, afterId, limit: wholeNumber('--limit', values.limit) });
-    return { data: events, text: eventsTable(events) };
+    // Page by page (each bounded by rows and by size), printed as it comes: memory holds one page.
+    // --json prints one JSON array, an event per line.
+    let remaining = wholeNumber('--limit', values.limit) ?? 1000;
+    let after = afterId ?? 0;
+    let printed = 0;
+    let held: string | undefined; // the last JSON element, printed with its comma once another follows
+    if (values.json) print('[');
+    while (remaining > 0) {
+      const page = await readOrderEvents(url, { orderId, afterId: after, limit: Math.min(remaining, 1000) });
+      if (page.length === 0) break;
+      if (values.json) {
+        for (const event of page) {
+          if (held !== undefined) print(`${held},`);
+          held = `  ${json(event)}`;
+        }
+      } else {
+        print(eventsTable(page, printed === 0));
+      }
+      printed += page.length;
+      remaining -= page.length;
+      after = page.at(-1)!.id;
+    }
+    if (values.json) {
+      if (held !== undefined) print(held);
+      print(']');
+    } else if (printed === 0) print(eventsTable([]));
+    return { data: undefined, text: '' };
   },
 };

@@ -10,7 +10,7 @@ import {
 } from '../../index.js';
 import { settingsDescriptor, type SettingName } from '../../settings.js';
 import { isOff, noMore, settingChanges, splitPair, UsageError } from '../args.js';
-import { columns, listed, sentence, settingsText, storesText } from '../output.js';
+import { columns, listed, oneLine, sentence, settingsText, storesText } from '../output.js';
 import type { Command } from './index.js';
 
 const settingKeys = Object.keys(settingsDescriptor) as SettingName[];
@@ -76,7 +76,7 @@ or a cleared store follows the global setting. Example: order-automation store-s
     if (action === 'clear') {
       noMore(pairs);
       await clearStoreSettings(url, storeId);
-      return { data: { storeId, cleared: true }, text: `store ${storeId} follows the global settings` };
+      return { data: { storeId, cleared: true }, text: `store ${oneLine(storeId)} follows the global settings` };
     }
     if (pairs.length === 0) throw new UsageError('store-settings set needs at least one <name>=<value>');
     const changes: { paymentTimeout?: string | null; receiptTimeout?: string | null } = {};
