@@ -14,8 +14,11 @@ let db: TestDatabase;
 let tableJobs: { job: string; command: string }[];
 beforeAll(async () => {
   db = await createTestDatabase();
-  tableJobs = (await db.pool.query<{ job: string; command: string }>('select job, command from order_automation.job'))
-    .rows;
+  tableJobs = (
+    await db.pool.query<{ job: string; command: string }>(
+      'select job, order_automation.job_command(job) as command from order_automation.job',
+    )
+  ).rows;
 });
 afterAll(async () => db?.drop());
 

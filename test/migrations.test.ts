@@ -142,7 +142,7 @@ describe('migrations', () => {
   });
 });
 
-describe('making a release', () => {
+describe('making a release', { timeout: 180_000 }, () => {
   const root = fileURLToPath(new URL('..', import.meta.url));
   type Releases = typeof import('../migrations/snapshots/index.js');
   const copies: string[] = [];

@@ -53,10 +53,12 @@ const expected: Record<string, Decision> = {
   'function order_automation.cancel_order(text)': lifecycle,
   // Any cause but the jobs' own: current_cause() refuses those without the jobs' claim.
   'function order_automation.set_order_state(text,smallint,text)': lifecycle,
-  'function order_automation.payment_started(text,interval)': { ...lifecycle, definer: true },
-  'function order_automation.extend_receipt(text,interval)': { ...lifecycle, definer: true },
-  'function order_automation.hold(text,text)': { ...lifecycle, definer: true },
-  'function order_automation.release(text)': { ...lifecycle, definer: true },
+  // These four run with the caller's rights too, so a shop's row-level security binds them; their
+  // events are written by the owner's trigger (tg_new_order__note).
+  'function order_automation.payment_started(text,interval)': lifecycle,
+  'function order_automation.extend_receipt(text,interval)': lifecycle,
+  'function order_automation.hold(text,text)': lifecycle,
+  'function order_automation.release(text)': lifecycle,
 
   // The automation, for the admin: the procedures commit, so they run with the caller's rights and
   // it needs EXECUTE on what they call. process_orders and remind_due_soon run as the owner: the
@@ -93,8 +95,6 @@ const expected: Record<string, Decision> = {
   'function order_automation.current_cause()': ownerOnly,
   'function order_automation.write_reminders(smallint,text[])': ownerOnly,
   'function order_automation.move_stock(text[],text[],integer[],text[])': ownerOnly,
-  'function order_automation.lock_order(text)': ownerOnly,
-  'function order_automation.note_event(text,smallint,text,text)': ownerOnly,
   'function order_automation.tg_settings__keep_one_row()': ownerOnly,
   'function order_automation.tg_new_order__before_insert()': trigger,
   'function order_automation.tg_new_order__keep_identity()': trigger,
@@ -102,6 +102,7 @@ const expected: Record<string, Decision> = {
   'function order_automation.tg_new_order__after_insert()': trigger,
   'function order_automation.tg_new_order__after_update()': trigger,
   'function order_automation.tg_new_order__after_delete()': trigger,
+  'function order_automation.tg_new_order__note()': trigger,
   'function order_automation.tg_new_order_detail__reserve()': trigger,
 };
 
