@@ -121,12 +121,15 @@ export function eventsTable(events: OrderEvent[], header = true): string {
 export function statusText(status: Status, now: Date): string {
   const jobs = status.jobs.map((job) => {
     const run = job.lastRun;
-    const active =
-      job.cronDatabase === null
-        ? 'no (not scheduled)'
-        : job.active === null
-          ? 'unknown (pg_cron could not be read)'
-          : `${job.active ? 'yes' : 'no (inactive in pg_cron)'}${job.cronDatabase === status.database ? '' : `, from database "${job.cronDatabase}"`}`;
+    const where =
+      job.cronDatabase === null || job.cronDatabase === status.database ? '' : `, from database "${job.cronDatabase}"`;
+    const active = {
+      active: `yes${where}`,
+      paused: `no (paused in pg_cron)${where}`,
+      missing: `no (missing from pg_cron: order-automation migrate re-creates it)${where}`,
+      'not scheduled': 'no (not scheduled)',
+      unknown: 'unknown (pg_cron could not be read)',
+    }[job.pgCron];
     return columns([
       ['job', job.job],
       ['schedule', job.schedule],

@@ -43,7 +43,11 @@ const jobRuns: Record<JobName, { does: string; run(url: string, options: RunOpti
   },
   purge_history: {
     does: 'deletes the run log older than history_retention',
-    async run(url) {
+    async run(url, options) {
+      // purge_history keeps history_retention back from now: a time or a batch size would be ignored.
+      if (options.asOf !== undefined || options.batchSize !== undefined) {
+        throw new UsageError('run purge-history takes neither --as-of nor --batch-size: it keeps history_retention');
+      }
       const data = await purgeHistory(url);
       return { data, text: `purged ${plural(data.purged, 'history row')}` };
     },
@@ -96,7 +100,7 @@ e.g. order-automation schedule set cancel '*/5 * * * *'. An invalid schedule is 
     const status = (await getStatus(url)).jobs.find((j) => j.job === job)!;
     return {
       data: status,
-      text: `${job}: ${oneLine(status.schedule)}, ${status.active ? `active, next run ${status.nextRunAt ? time(status.nextRunAt) : '-'}` : 'paused'}`,
+      text: `${job}: ${oneLine(status.schedule)}, ${status.pgCron === 'active' ? `active, next run ${status.nextRunAt ? time(status.nextRunAt) : '-'}` : status.pgCron}`,
     };
   },
 };

@@ -42,7 +42,7 @@ export const eventsCommand: Command = {
   summary: 'the order history: every state change, in order; --follow waits for new ones',
   details: `  --order <id>   only this order's events
   --after <id>   only events after this event id (to page, or to resume)
-  --limit <n>    at most this many events (default 1000)
+  --limit <n>    at most this many events (default 1000; with --follow: stop after n, default never)
   -f, --follow   keep printing events as they are written (woken by NOTIFY) until Ctrl-C; with --json one
                  JSON object per line`,
   options: ['order', 'after', 'limit', 'follow'],
@@ -51,10 +51,15 @@ export const eventsCommand: Command = {
     const orderId = values.order === undefined ? undefined : String(values.order);
     const afterId = wholeNumber('--after', values.after);
     if (values.follow) {
+      // --limit with --follow: stop after that many events (none given: until Ctrl-C).
+      let left = wholeNumber('--limit', values.limit) ?? Infinity;
+      if (left === 0) return { data: undefined, text: '' };
       const stop = new AbortController();
       process.once('SIGINT', () => stop.abort());
       for await (const event of watchEvents(url, { afterId, signal: stop.signal })) {
-        if (orderId === undefined || event.orderId === orderId) print(values.json ? json(event) : eventLine(event));
+        if (orderId !== undefined && event.orderId !== orderId) continue;
+        print(values.json ? json(event) : eventLine(event));
+        if (--left === 0) break;
       }
       return { data: undefined, text: '' };
     }
