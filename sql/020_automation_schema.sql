@@ -10,6 +10,7 @@
 --   OA006 invalid_argument      a bad argument to a package routine (batch_size, items, schedule, ...)
 --   OA007 already_extended      extending the receipt deadline of an order a second time
 --   OA008 hold_conflict         holding an order already held, or releasing one that is not
+--   OA009 no_store_owner        paying the seller of an order whose store has no owner, or several, in user_store
 --   OA010 pg_cron_unavailable   pg_cron is missing, not preloaded, or lives in another database
 
 create schema order_automation;
@@ -27,6 +28,12 @@ create table order_automation.settings (
   remind_before interval,
   purge_cancelled_after interval,
   history_retention interval not null default '30 days',
+  bookkeeping text not null default 'full',
+  state_unpaid smallint not null default 0,
+  state_paid smallint not null default 1,
+  state_shipped smallint not null default 2,
+  state_received smallint not null default 3,
+  state_cancelled smallint not null default 4,
   -- Constraint names are the messages a user sees when a value is refused.
   constraint "settings has exactly one row" check (singleton),
   constraint "payment_timeout must be a positive interval" check (payment_timeout > interval '0'),
@@ -38,7 +45,13 @@ create table order_automation.settings (
   constraint "receipt_extension must be a positive interval" check (receipt_extension > interval '0'),
   constraint "remind_before must be a positive interval or NULL (off)" check (remind_before > interval '0'),
   constraint "purge_cancelled_after must be zero or more, or NULL (keep)" check (purge_cancelled_after >= interval '0'),
-  constraint "history_retention must be at least 1 hour" check (history_retention >= interval '1 hour')
+  constraint "history_retention must be at least 1 hour" check (history_retention >= interval '1 hour'),
+  constraint "bookkeeping must be full or automation" check (bookkeeping in ('full', 'automation')),
+  constraint "the five state codes must be different"
+    check (state_unpaid not in (state_paid, state_shipped, state_received, state_cancelled)
+           and state_paid not in (state_shipped, state_received, state_cancelled)
+           and state_shipped not in (state_received, state_cancelled)
+           and state_received <> state_cancelled)
 );
 insert into order_automation.settings default values;
 comment on table order_automation.settings is
@@ -55,6 +68,10 @@ comment on column order_automation.settings.purge_cancelled_after is
   'purge_cancelled_orders() deletes cancelled orders this long after cancellation (NULL: keep; 0: at once)';
 comment on column order_automation.settings.history_retention is
   'purge_history() deletes the package''s run log and its pg_cron run details older than this';
+comment on column order_automation.settings.bookkeeping is
+  'full: the database books every change of every writer (stock, money) and refuses illegal ones; automation: it books only the package''s own jobs, and an app that books its own changes is neither booked nor refused';
+comment on column order_automation.settings.state_unpaid is
+  'The codes new_order.state uses (state_unpaid .. state_cancelled, default 0-4): the lifecycle, the automation, its indexes, the status and the history follow them';
 
 create table order_automation.store_settings (
   store_id text primary key references public.user_store on delete cascade,
@@ -65,6 +82,15 @@ create table order_automation.store_settings (
 );
 comment on table order_automation.store_settings is
   'Per-store overrides of payment_timeout / receipt_timeout (NULL: the global setting); deadlines of new orders and new shipments follow them';
+
+-- What `migrate --adopt` found and added: `down` removes exactly that, and keeps the app's tables.
+create table order_automation.adopted_table (
+  table_name text primary key,
+  added_columns text[] not null default '{}',
+  adopted_at timestamptz not null default now()
+);
+comment on table order_automation.adopted_table is
+  'The app''s own tables the package was installed onto (migrate --adopt), with the columns it added to them; empty on a fresh install. Down drops those columns and keeps the tables and their rows';
 
 create table order_automation.order_event (
   id bigint generated always as identity primary key,

@@ -41,21 +41,22 @@ set timezone = 'UTC'
 as $$
 declare
   o public.new_order := order_automation.lock_order(payment_started.order_id);
-  safe_until timestamptz := now() + coalesce(payment_started.grace, (select s.payment_grace from order_automation.settings s));
+  s order_automation.settings := (select x from order_automation.settings x);
+  safe_until timestamptz := now() + coalesce(payment_started.grace, s.payment_grace);
 begin
   if payment_started.grace <= interval '0' then
     raise exception using errcode = 'OA006', message = format('order %s: grace must be a positive interval, not %s', o.order_id, payment_started.grace);
   end if;
   -- Locked above: if the canceller got there first the order is cancelled now, and the app learns
   -- that the payment must not be taken.
-  if o.state <> 0 then
+  if o.state is distinct from s.state_unpaid then
     raise exception using errcode = 'OA001',
-      message = format('order %s is in state %s: a payment can start only while it is unpaid (0)', o.order_id, o.state);
+      message = format('order %s is in state %s: a payment can start only while it is unpaid (%s)', o.order_id, o.state, s.state_unpaid);
   end if;
   update public.new_order n set pay_deadline = greatest(n.pay_deadline, safe_until)
    where n.order_id = o.order_id
   returning n.* into o;
-  perform order_automation.note_event(o.order_id, 0::smallint, 'payment_started', format('not cancelled before %s', safe_until));
+  perform order_automation.note_event(o.order_id, s.state_unpaid, 'payment_started', format('not cancelled before %s', safe_until));
   return o;
 end $$;
 comment on function order_automation.payment_started(text, interval) is
@@ -71,14 +72,15 @@ set timezone = 'UTC'
 as $$
 declare
   o public.new_order := order_automation.lock_order(extend_receipt.order_id);
-  extension interval := coalesce(extend_receipt.by, (select s.receipt_extension from order_automation.settings s));
+  s order_automation.settings := (select x from order_automation.settings x);
+  extension interval := coalesce(extend_receipt.by, s.receipt_extension);
 begin
   if extension <= interval '0' then
     raise exception using errcode = 'OA006', message = format('order %s: by must be a positive interval, not %s', o.order_id, extension);
   end if;
-  if o.state <> 2 then
+  if o.state is distinct from s.state_shipped then
     raise exception using errcode = 'OA001',
-      message = format('order %s is in state %s: its receipt deadline can be extended only while shipped (2)', o.order_id, o.state);
+      message = format('order %s is in state %s: its receipt deadline can be extended only while shipped (%s)', o.order_id, o.state, s.state_shipped);
   end if;
   if o.receipt_extended_at is not null then
     raise exception using errcode = 'OA007',
@@ -87,7 +89,7 @@ begin
   update public.new_order n set receipt_deadline = n.receipt_deadline + extension, receipt_extended_at = now()
    where n.order_id = o.order_id
   returning n.* into o;
-  perform order_automation.note_event(o.order_id, 2::smallint, 'receipt_extended', format('receipt deadline now %s', o.receipt_deadline));
+  perform order_automation.note_event(o.order_id, s.state_shipped, 'receipt_extended', format('receipt deadline now %s', o.receipt_deadline));
   return o;
 end $$;
 comment on function order_automation.extend_receipt(text, interval) is
@@ -100,11 +102,12 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   o public.new_order := order_automation.lock_order(hold.order_id);
+  s order_automation.settings := (select x from order_automation.settings x);
 begin
   if coalesce(btrim(hold.reason), '') = '' then
     raise exception using errcode = 'OA006', message = format('order %s: a hold needs a reason', o.order_id);
   end if;
-  if o.state in (3, 4) then
+  if o.state in (s.state_received, s.state_cancelled) then
     raise exception using errcode = 'OA001', message = format('order %s is in final state %s: it cannot be held', o.order_id, o.state);
   end if;
   if o.held_at is not null then
@@ -113,7 +116,7 @@ begin
   update public.new_order n set held_at = now(), hold_reason = hold.reason
    where n.order_id = o.order_id
   returning n.* into o;
-  perform order_automation.note_event(o.order_id, o.state, 'hold', hold.reason);
+  perform order_automation.note_event(o.order_id, o.state::smallint, 'hold', hold.reason);
   return o;
 end $$;
 comment on function order_automation.hold(text, text) is
@@ -128,6 +131,7 @@ set timezone = 'UTC'
 as $$
 declare
   o public.new_order := order_automation.lock_order(release.order_id);
+  s order_automation.settings := (select x from order_automation.settings x);
 begin
   if o.held_at is null then
     raise exception using errcode = 'OA008', message = format('order %s is not held', o.order_id);
@@ -135,12 +139,12 @@ begin
   -- The countdown resumes with the time that was left: the deadline moves by how long it was paused
   -- (since the hold, or since the countdown began if that was later, e.g. shipped while held).
   update public.new_order n
-     set pay_deadline = case when n.state = 0 then n.pay_deadline + (now() - greatest(n.held_at, n.created_at)) else n.pay_deadline end,
-         receipt_deadline = case when n.state = 2 then n.receipt_deadline + (now() - greatest(n.held_at, n.shipped_at)) else n.receipt_deadline end,
+     set pay_deadline = case when n.state = s.state_unpaid then n.pay_deadline + (now() - greatest(n.held_at, n.created_at)) else n.pay_deadline end,
+         receipt_deadline = case when n.state = s.state_shipped then n.receipt_deadline + (now() - greatest(n.held_at, n.shipped_at)) else n.receipt_deadline end,
          held_at = null, hold_reason = null
    where n.order_id = o.order_id
   returning n.* into o;
-  perform order_automation.note_event(o.order_id, o.state, 'release', null);
+  perform order_automation.note_event(o.order_id, o.state::smallint, 'release', null);
   return o;
 end $$;
 comment on function order_automation.release(text) is

@@ -7,9 +7,12 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 -- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
 set timezone = 'UTC'
+-- Planned with the state code's value, so that the query proves its partial index's predicate.
+set plan_cache_mode = force_custom_plan
 as $$
 declare
   ids text[];
+  s order_automation.settings := (select x from order_automation.settings x);
 begin
   -- Locks up to batch_size due orders, oldest deadline first, skipping rows others are changing.
   -- One static query per job, each matching its partial index.
@@ -17,7 +20,7 @@ begin
     when 'cancel_expired_orders' then
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = 0 and o.held_at is null and o.pay_deadline <= due_orders.as_of
+               where o.state = s.state_unpaid and o.held_at is null and o.pay_deadline <= due_orders.as_of
                  and o.order_id <> all (due_orders.skip_ids)
                order by o.pay_deadline
                limit due_orders.batch_size
@@ -25,7 +28,7 @@ begin
     when 'confirm_shipped_orders' then
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = 2 and o.held_at is null and o.receipt_deadline <= due_orders.as_of
+               where o.state = s.state_shipped and o.held_at is null and o.receipt_deadline <= due_orders.as_of
                  and o.order_id <> all (due_orders.skip_ids)
                order by o.receipt_deadline
                limit due_orders.batch_size
@@ -33,8 +36,8 @@ begin
     when 'purge_cancelled_orders' then
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = 4
-                 and o.cancelled_at <= due_orders.as_of - (select s.purge_cancelled_after from order_automation.settings s)
+               where o.state = s.state_cancelled
+                 and o.cancelled_at <= due_orders.as_of - s.purge_cancelled_after
                  and o.order_id <> all (due_orders.skip_ids)
                order by o.cancelled_at
                limit due_orders.batch_size
@@ -51,15 +54,16 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   n bigint;
+  s order_automation.settings := (select x from order_automation.settings x);
 begin
   -- Set-based: the lifecycle triggers book the whole set in one pass.
   case process_orders.job
     when 'cancel_expired_orders' then
       perform set_config('order_automation.cause', 'payment_timeout', true);
-      update public.new_order o set state = 4, cancelled_at = now() where o.order_id = any (process_orders.ids);
+      update public.new_order o set state = s.state_cancelled, cancelled_at = now() where o.order_id = any (process_orders.ids);
     when 'confirm_shipped_orders' then
       perform set_config('order_automation.cause', 'receipt_timeout', true);
-      update public.new_order o set state = 3, received_at = now() where o.order_id = any (process_orders.ids);
+      update public.new_order o set state = s.state_received, received_at = now() where o.order_id = any (process_orders.ids);
     when 'purge_cancelled_orders' then
       perform set_config('order_automation.cause', 'purge_cancelled_orders', true);
       delete from public.new_order_detail d where d.order_id = any (process_orders.ids);
@@ -144,9 +148,12 @@ set search_path = pg_catalog, pg_temp
 -- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
 set timezone = 'UTC'
 set lock_timeout = '5s'
+set plan_cache_mode = force_custom_plan
 as $$
 declare
   ahead interval := (select s.remind_before from order_automation.settings s);
+  unpaid smallint := (select s.state_unpaid from order_automation.settings s);
+  shipped smallint := (select s.state_shipped from order_automation.settings s);
   reminded bigint := 0;
 begin
   if ahead is null or remind_due_soon.job not in ('cancel_expired_orders', 'confirm_shipped_orders') then
@@ -156,22 +163,22 @@ begin
   -- locked row and writes no second reminder.
   if remind_due_soon.job = 'cancel_expired_orders' then
     with soon as (
-      update public.new_order o set reminded_state = 0
-       where o.state = 0 and o.held_at is null
+      update public.new_order o set reminded_state = unpaid
+       where o.state = unpaid and o.held_at is null
          and o.pay_deadline > remind_due_soon.as_of and o.pay_deadline <= remind_due_soon.as_of + ahead
-         and o.reminded_state is distinct from 0
+         and o.reminded_state is distinct from unpaid
       returning o.order_id, o.pay_deadline as deadline)
     insert into order_automation.order_event (order_id, from_state, to_state, cause, note)
-    select soon.order_id, 0, 0, 'payment_due_soon', format('pay deadline %s', soon.deadline) from soon;
+    select soon.order_id, unpaid, unpaid, 'payment_due_soon', format('pay deadline %s', soon.deadline) from soon;
   else
     with soon as (
-      update public.new_order o set reminded_state = 2
-       where o.state = 2 and o.held_at is null
+      update public.new_order o set reminded_state = shipped
+       where o.state = shipped and o.held_at is null
          and o.receipt_deadline > remind_due_soon.as_of and o.receipt_deadline <= remind_due_soon.as_of + ahead
-         and o.reminded_state is distinct from 2
+         and o.reminded_state is distinct from shipped
       returning o.order_id, o.receipt_deadline as deadline)
     insert into order_automation.order_event (order_id, from_state, to_state, cause, note)
-    select soon.order_id, 2, 2, 'receipt_due_soon', format('receipt deadline %s', soon.deadline) from soon;
+    select soon.order_id, shipped, shipped, 'receipt_due_soon', format('receipt deadline %s', soon.deadline) from soon;
   end if;
   get diagnostics reminded = row_count;
   if reminded > 0 then
