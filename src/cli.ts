@@ -30,6 +30,9 @@ import {
   updateSettings,
   watchEvents,
   type JobName,
+  type MigrateOptions,
+  orderStates,
+  type OrderState,
   type OrderEvent,
   type Settings,
   type Status,
@@ -57,6 +60,12 @@ const options = {
   after: { type: 'string' },
   limit: { type: 'string' },
   follow: { type: 'boolean', short: 'f' },
+  // migrate: adopting an app's own database (added by the adopt change).
+  adopt: { type: 'boolean' },
+  'created-at-column': { type: 'string' },
+  'shipped-at-column': { type: 'string' },
+  bookkeeping: { type: 'string' },
+  'state-codes': { type: 'string' },
 } as const;
 type OptionName = keyof typeof options;
 const globalOptions: OptionName[] = ['database-url', 'json', 'help', 'version'];
@@ -95,13 +104,26 @@ const jobAliases: Record<string, JobName> = {
 
 const commands: Record<string, Command> = {
   migrate: {
-    usage: 'migrate [--down] [--no-schedule]',
+    usage:
+      'migrate [--down] [--no-schedule] [--adopt [--created-at-column <col>] [--shipped-at-column <col>]] [--bookkeeping full|automation] [--state-codes <state>=<code>,...]',
     summary: 'install the package (or, with --down, remove it) and schedule its pg_cron jobs',
     details: `Applies every pending migration in one transaction; running it twice, or twice at once, does no harm.
   --down          revert every migration: removes the package's schema, tables and pg_cron jobs
   --no-schedule   install without pg_cron jobs (same as ORDER_AUTOMATION_SCHEDULE=off); you then run
-                  the automation yourself, e.g. with order-automation run cancel`,
-    options: ['down', 'no-schedule'],
+                  the automation yourself, e.g. with order-automation run cancel
+  --adopt         install onto the shop tables an app created: they and their rows are kept as they are
+                  (the package adds only its own columns, indexes, triggers, schema and jobs)
+  --created-at-column <col>, --shipped-at-column <col>
+                  with --adopt: new_order's own columns of creation / shipping times (timestamp, timestamptz
+                  or epoch seconds; 0 or NULL: not set) give the open orders' deadlines (default: from now)
+  --bookkeeping full|automation
+                  full (default): the database books every change (stock, money); automation (default with
+                  --adopt): only the package's own jobs, for an app that books its own changes
+  --state-codes <state>=<code>,...
+                  the codes new_order.state uses, if not 0-4, e.g. --state-codes cancelled=-1
+                  (states: unpaid, paid, shipped, received, cancelled)
+The last four apply to a first install; later, change the settings with order-automation settings set.`,
+    options: ['down', 'no-schedule', 'adopt', 'created-at-column', 'shipped-at-column', 'bookkeeping', 'state-codes'],
     async run({ url, args, values, log }) {
       noMore(args); // "migrate down" is not --down: refuse it rather than migrate up
       const down = values.down === true;
@@ -109,6 +131,7 @@ const commands: Record<string, Command> = {
         direction: down ? 'down' : 'up',
         schedule: values['no-schedule'] !== true && scheduleFromEnv(),
         log,
+        ...adoptOptions(values), // added by the adopt change
       });
       const lines = result.migrations.map((name) => `${down ? 'reverted' : 'applied'} ${name}`);
       if (lines.length === 0) lines.push(down ? 'nothing to revert' : 'already up to date: no migration to apply');
@@ -373,6 +396,35 @@ function version(): string {
   // One level up from both src/cli.ts (tsx) and dist/cli.js (built).
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
+}
+
+/** migrate's options for adopting an app's database, from --adopt and its companions (added by the adopt change). */
+function adoptOptions(values: Context['values']): Partial<MigrateOptions> {
+  const text = (name: OptionName) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
+  const bookkeeping = text('bookkeeping');
+  if (bookkeeping !== undefined && bookkeeping !== 'full' && bookkeeping !== 'automation') {
+    throw new UsageError(`--bookkeeping takes full or automation, not "${bookkeeping}"`);
+  }
+  let stateCodes: MigrateOptions['stateCodes'];
+  const codes = text('state-codes');
+  if (codes !== undefined) {
+    stateCodes = {};
+    for (const [state, code] of codes.split(',').map(splitPair)) {
+      if (!(orderStates as readonly string[]).includes(state)) {
+        throw new UsageError(`--state-codes: unknown state "${state}"; the states are ${orderStates.join(', ')}`);
+      }
+      if (!/^-?\d+$/.test(code))
+        throw new UsageError(`--state-codes: the code of ${state} must be a whole number, not "${code}"`);
+      stateCodes[state as OrderState] = Number(code);
+    }
+  }
+  return {
+    adopt: values.adopt === true,
+    createdAtColumn: text('created-at-column'),
+    shippedAtColumn: text('shipped-at-column'),
+    bookkeeping,
+    stateCodes,
+  };
 }
 
 function scheduleFromEnv(): boolean {

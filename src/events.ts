@@ -1,7 +1,7 @@
 // The order history: order_automation.order_event, read by id.
 import pg from 'pg';
 import { type Db, query, sameServer } from './db.js';
-import { type OrderState, stateName } from './types.js';
+import { type OrderState, orderStates } from './types.js';
 
 export interface OrderEvent {
   id: number;
@@ -10,6 +10,9 @@ export interface OrderEvent {
   from: OrderState | null;
   /** null: the order was deleted. */
   to: OrderState | null;
+  /** The codes as new_order.state held them (settings state_unpaid ... name them; an app's own code has no name). */
+  fromState: number | null;
+  toState: number | null;
   /** payment_timeout / receipt_timeout for the automation; the package function's name or 'sql' otherwise. */
   cause: string;
   at: Date;
@@ -30,18 +33,29 @@ interface EventRow {
   order_id: string;
   from_state: number | null;
   to_state: number | null;
+  from_name: OrderState | null;
+  to_name: OrderState | null;
   cause: string;
   at: Date;
   note: string | null;
   xid: string;
 }
 
+/** The state's name for the codes in settings now (an adopted app may use -1 for cancelled). */
+function stateNameSql(code: string): string {
+  return `case ${code} ${orderStates.map((state) => `when s.state_${state} then '${state}'`).join(' ')} end`;
+}
+const eventColumns = `e.id, e.order_id, e.from_state, e.to_state, ${stateNameSql('e.from_state')} as from_name,
+  ${stateNameSql('e.to_state')} as to_name, e.cause, e.at, e.note`;
+
 function toEvent(r: Omit<EventRow, 'xid'>): OrderEvent {
   return {
     id: Number(r.id),
     orderId: r.order_id,
-    from: stateName(r.from_state),
-    to: stateName(r.to_state),
+    from: r.from_name,
+    to: r.to_name,
+    fromState: r.from_state,
+    toState: r.to_state,
     cause: r.cause,
     at: r.at,
     note: r.note,
@@ -53,9 +67,9 @@ export async function readOrderEvents(db: Db, options: ReadEventsOptions = {}): 
   const rows = await query<Omit<EventRow, 'xid'>>(
     db,
     `
-    select id, order_id, from_state, to_state, cause, at, note from order_automation.order_event
-     where id > $1::bigint and ($2::text is null or order_id = $2::text)
-     order by id limit $3::integer`,
+    select ${eventColumns} from order_automation.order_event e, order_automation.settings s
+     where e.id > $1::bigint and ($2::text is null or e.order_id = $2::text)
+     order by e.id limit $3::integer`,
     [options.afterId ?? 0, options.orderId ?? null, options.limit ?? 1000],
   );
   return rows.map(toEvent);
@@ -122,8 +136,8 @@ export async function* watchEvents(db: Db, options: WatchOptions = {}): AsyncGen
       while (!signal?.aborted) {
         const { rows }: pg.QueryResult<EventRow> = await client.query<EventRow>(
           `
-          select e.id, e.order_id, e.from_state, e.to_state, e.cause, e.at, e.note, e.xid::text
-            from order_automation.order_event e
+          select ${eventColumns}, e.xid::text
+            from order_automation.order_event e, order_automation.settings s
            where (e.xid, e.id) > ($1::xid8, $2::bigint) and e.id > $3::bigint
              and e.xid < pg_snapshot_xmin(pg_current_snapshot())
            order by e.xid, e.id

@@ -49,4 +49,7 @@ export {
   DatabaseUnreachableError,
   ReceiptAlreadyExtendedError,
   HoldConflictError,
+  NoStoreOwnerError,
+  AdoptionRequiredError,
+  AdoptionMismatchError,
 } from './errors.js';

@@ -22,6 +22,15 @@ export interface Settings {
   purgeCancelledAfter: string | null;
   /** The run log and pg_cron's run details of the jobs are kept this long. */
   historyRetention: string;
+  // --- Adopting an app's database: added by the adopt change (its bookkeeping and state codes). ---
+  /** 'full': the database books every writer's changes; 'automation': only the package's own jobs (an app that books its own). */
+  bookkeeping: 'full' | 'automation';
+  /** The codes new_order.state uses (default 0-4); e.g. stateCancelled -1. */
+  stateUnpaid: number;
+  statePaid: number;
+  stateShipped: number;
+  stateReceived: number;
+  stateCancelled: number;
 }
 
 /** The settings' SQL names, as the CLI and the table spell them. */
@@ -35,7 +44,24 @@ export const settingNames = {
   remindBefore: 'remind_before',
   purgeCancelledAfter: 'purge_cancelled_after',
   historyRetention: 'history_retention',
+  // Added by the adopt change.
+  bookkeeping: 'bookkeeping',
+  stateUnpaid: 'state_unpaid',
+  statePaid: 'state_paid',
+  stateShipped: 'state_shipped',
+  stateReceived: 'state_received',
+  stateCancelled: 'state_cancelled',
 } as const satisfies Record<keyof Settings, string>;
+
+/** Settings that are whole numbers (the rest are intervals, and bookkeeping is text). Added by the adopt change. */
+const integerColumns = [
+  'batch_size',
+  'state_unpaid',
+  'state_paid',
+  'state_shipped',
+  'state_received',
+  'state_cancelled',
+];
 
 const intervalColumns = [
   'payment_timeout',
@@ -50,7 +76,7 @@ const intervalColumns = [
 
 /** Column list reading every setting under its TypeScript name (intervals as text). */
 const selectSettings = Object.entries(settingNames)
-  .map(([key, column]) => (column === 'batch_size' ? `batch_size as "batchSize"` : `${column}::text as "${key}"`))
+  .map(([key, column]) => (integerColumns.includes(column) ? `${column} as "${key}"` : `${column}::text as "${key}"`))
   .join(', ');
 
 export async function getSettings(db: Db): Promise<Settings> {
@@ -91,6 +117,11 @@ export async function updateSettings(db: Db, changes: Partial<Settings>): Promis
       (c) => `${c} = case when $1::jsonb ? '${c}' then ($1::jsonb ->> '${c}')::interval else ${c} end`,
     ),
     `batch_size = case when $1::jsonb ? 'batch_size' then ($1::jsonb ->> 'batch_size')::integer else batch_size end`,
+    // Added by the adopt change.
+    `bookkeeping = case when $1::jsonb ? 'bookkeeping' then $1::jsonb ->> 'bookkeeping' else bookkeeping end`,
+    ...integerColumns
+      .filter((c) => c !== 'batch_size')
+      .map((c) => `${c} = case when $1::jsonb ? '${c}' then ($1::jsonb ->> '${c}')::smallint else ${c} end`),
   ];
   return judged(
     async () =>
