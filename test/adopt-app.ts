@@ -77,7 +77,7 @@ export async function appConserved(db: pg.Pool): Promise<{ money: number; stock:
   return { money: Number(money.rows[0]!.money), stock: Object.fromEntries(rows.map((r) => [r.key, Number(r.total)])) };
 }
 
-export type Outcome = 'done' | 'refused by the app' | 'refused by the database';
+export type Outcome = 'done' | 'refused by the app' | 'refused by the database' | 'deadlocked';
 
 export interface AppOptions {
   /** 'app': the app books its own changes (bookkeeping 'automation'); 'database': it only writes states (bookkeeping 'full'). */
@@ -107,7 +107,11 @@ export class App {
     } catch (error) {
       await client.query('rollback');
       // The package refusing a change (OA001 on an order the automation closed): the app's own writes roll back.
-      if ((error as { code?: string }).code?.startsWith('OA')) return 'refused by the database';
+      const code = (error as { code?: string }).code;
+      if (code?.startsWith('OA')) return 'refused by the database';
+      // The app takes its balances and shelves before the order row, the automation the order row first:
+      // PostgreSQL breaks such a cycle by failing one side, and everything it wrote rolls back.
+      if (code === '40P01') return 'deadlocked';
       throw error;
     } finally {
       client.release();
