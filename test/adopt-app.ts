@@ -281,7 +281,11 @@ export async function appDefinitions(db: pg.Pool): Promise<string[]> {
 /** md5 of each app table's rows (its own columns only), in a stable order. */
 export async function appChecksums(db: pg.Pool, columns?: Record<string, string[]>): Promise<Record<string, string>> {
   const sums: Record<string, string> = {};
-  for (const table of appTables) {
+  const { rows: present } = await db.query<{ name: string }>(
+    `select relname as name from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r' and relname = any ($1::text[])`,
+    [appTables],
+  );
+  for (const table of appTables.filter((t) => present.some((p) => p.name === t))) {
     const list = columns?.[table]?.map((c) => `"${c}"`).join(', ') ?? '*';
     const { rows } = await db.query<{ md5: string }>(
       `select md5(coalesce(string_agg(r::text, E'\\n' order by r::text), '')) as md5 from (select ${list} from "${table}") r`,

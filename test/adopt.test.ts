@@ -273,6 +273,70 @@ describe('adopting the app database', () => {
     expect(await appChecksums(db.pool)).toEqual(sums);
   });
 
+  test('a shop table the app lacks is created as in a fresh install (no foreign key onto the app tables), timestamp and double precision columns give deadlines, and down drops only that table', async () => {
+    const db = await createTestDatabase({ template: null });
+    created.push(db);
+    await db.pool.query(`
+      create table "user" (user_id varchar(64) primary key, balance bigint not null);
+      create table user_store (user_id text, store_id text, primary key (user_id, store_id));
+      create table store (store_id text, book_id text, stock_level integer, primary key (store_id, book_id));
+      create table new_order (order_id text primary key, user_id text, store_id text, state smallint,
+                              placed timestamp, sent double precision);
+      insert into "user" values ('buyer', 1000), ('seller', 0);
+      insert into user_store values ('seller', 'store1');
+      insert into store values ('store1', 'book1', 10);
+      insert into new_order values ('u', 'buyer', 'store1', 0, '2030-01-01 12:00', null),
+                                   ('s', 'buyer', 'store1', 2, null, extract(epoch from timestamptz '2030-01-01 12:00Z'))`);
+    const definitions = await appDefinitions(db.pool);
+    const sums = await appChecksums(db.pool);
+    const client = await db.pool.connect();
+    try {
+      // A timestamp without time zone is read in the TimeZone of the migrating session.
+      await client.query(`set timezone = 'Asia/Tokyo'`);
+      await migrate(client, { adopt: true, schedule: false, createdAtColumn: 'placed', shippedAtColumn: 'sent' });
+    } finally {
+      client.release();
+    }
+    const deadlines = await db.pool.query<{ order_id: string; pay: string | null; receipt: string | null }>(
+      `select order_id, to_char(pay_deadline at time zone 'UTC', 'YYYY-MM-DD HH24:MI') as pay,
+              to_char(receipt_deadline at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS') as receipt
+         from new_order order by order_id`,
+    );
+    expect(deadlines.rows).toEqual([
+      { order_id: 's', pay: null, receipt: '2030-01-01 12:01:00' },
+      { order_id: 'u', pay: '2030-01-01 03:10', receipt: null },
+    ]);
+    const detail = await db.pool.query<{ def: string }>(
+      `select pg_get_constraintdef(oid) as def from pg_constraint where conrelid = 'public.new_order_detail'::regclass order by 1`,
+    );
+    expect(detail.rows.map((r) => r.def)).toEqual([
+      'CHECK ((count > 0))',
+      'CHECK ((price >= 0))',
+      'PRIMARY KEY (order_id, book_id)',
+    ]);
+    expect(
+      (await db.pool.query('select table_name from order_automation.adopted_table order by 1')).rows.map(
+        (r) => r.table_name,
+      ),
+    ).toEqual(['new_order', 'store', 'user', 'user_store']);
+    // The 'full' bookkeeping books the order the app places in the new lines table.
+    await db.pool.query(`update order_automation.settings set bookkeeping = 'full'`);
+    await db.pool.query(`insert into new_order_detail values ('n', 'book1', 3, 50)`);
+    await db.pool.query(
+      `insert into new_order (order_id, user_id, store_id, state) values ('n', 'buyer', 'store1', 0)`,
+    );
+    expect((await one<{ stock_level: number }>(db.pool, 'select stock_level from store')).stock_level).toBe(7);
+    await db.pool.query(`delete from new_order where order_id = 'n'`);
+    await db.pool.query(`update store set stock_level = 10`);
+
+    await migrate(db.url, { direction: 'down' });
+    expect(await appDefinitions(db.pool)).toEqual(definitions);
+    expect(await appChecksums(db.pool)).toEqual(sums);
+    expect((await db.pool.query(`select to_regclass('public.new_order_detail') is null as gone`)).rows[0].gone).toBe(
+      true,
+    );
+  });
+
   test('a database the package cannot work with is refused with every mismatch listed, and nothing changes', async () => {
     const db = await createTestDatabase({ template: null });
     created.push(db);
