@@ -15,11 +15,16 @@ const schemaChanges = `
     add column state_received smallint not null default 3,
     add column state_cancelled smallint not null default 4,
     add constraint "bookkeeping must be full or automation" check (bookkeeping in ('full', 'automation')),
-    add constraint "the five state codes must be different"
-      check (state_unpaid not in (state_paid, state_shipped, state_received, state_cancelled)
-             and state_paid not in (state_shipped, state_received, state_cancelled)
-             and state_shipped not in (state_received, state_cancelled)
-             and state_received <> state_cancelled);
+    add constraint "state_unpaid and state_paid must differ" check (state_unpaid <> state_paid),
+    add constraint "state_unpaid and state_shipped must differ" check (state_unpaid <> state_shipped),
+    add constraint "state_unpaid and state_received must differ" check (state_unpaid <> state_received),
+    add constraint "state_unpaid and state_cancelled must differ" check (state_unpaid <> state_cancelled),
+    add constraint "state_paid and state_shipped must differ" check (state_paid <> state_shipped),
+    add constraint "state_paid and state_received must differ" check (state_paid <> state_received),
+    add constraint "state_paid and state_cancelled must differ" check (state_paid <> state_cancelled),
+    add constraint "state_shipped and state_received must differ" check (state_shipped <> state_received),
+    add constraint "state_shipped and state_cancelled must differ" check (state_shipped <> state_cancelled),
+    add constraint "state_received and state_cancelled must differ" check (state_received <> state_cancelled);
   comment on column order_automation.settings.bookkeeping is
     'full: the database books every change of every writer (stock, money) and refuses illegal ones; automation: it books only the package''s own jobs, and an app that books its own changes is neither booked nor refused';
   comment on column order_automation.settings.state_unpaid is

@@ -47,11 +47,17 @@ create table order_automation.settings (
   constraint "purge_cancelled_after must be zero or more, or NULL (keep)" check (purge_cancelled_after >= interval '0'),
   constraint "history_retention must be at least 1 hour" check (history_retention >= interval '1 hour'),
   constraint "bookkeeping must be full or automation" check (bookkeeping in ('full', 'automation')),
-  constraint "the five state codes must be different"
-    check (state_unpaid not in (state_paid, state_shipped, state_received, state_cancelled)
-           and state_paid not in (state_shipped, state_received, state_cancelled)
-           and state_shipped not in (state_received, state_cancelled)
-           and state_received <> state_cancelled)
+  -- One constraint per pair of state codes, so that a refusal names the two codes that collide.
+  constraint "state_unpaid and state_paid must differ" check (state_unpaid <> state_paid),
+  constraint "state_unpaid and state_shipped must differ" check (state_unpaid <> state_shipped),
+  constraint "state_unpaid and state_received must differ" check (state_unpaid <> state_received),
+  constraint "state_unpaid and state_cancelled must differ" check (state_unpaid <> state_cancelled),
+  constraint "state_paid and state_shipped must differ" check (state_paid <> state_shipped),
+  constraint "state_paid and state_received must differ" check (state_paid <> state_received),
+  constraint "state_paid and state_cancelled must differ" check (state_paid <> state_cancelled),
+  constraint "state_shipped and state_received must differ" check (state_shipped <> state_received),
+  constraint "state_shipped and state_cancelled must differ" check (state_shipped <> state_cancelled),
+  constraint "state_received and state_cancelled must differ" check (state_received <> state_cancelled)
 );
 insert into order_automation.settings default values;
 comment on table order_automation.settings is

@@ -43,7 +43,8 @@ interface EventRow {
 
 /** The state's name for the codes in settings now (an adopted app may use -1 for cancelled). */
 function stateNameSql(code: string): string {
-  return `case ${code} ${orderStates.map((state) => `when s.state_${state} then '${state}'`).join(' ')} end`;
+  // Schema-qualified operator: the caller's search_path may hold another role's "=".
+  return `case ${orderStates.map((state) => `when ${code} operator(pg_catalog.=) s.state_${state} then '${state}'`).join(' ')} end`;
 }
 const eventColumns = `e.id, e.order_id, e.from_state, e.to_state, ${stateNameSql('e.from_state')} as from_name,
   ${stateNameSql('e.to_state')} as to_name, e.cause, e.at, e.note`;

@@ -240,10 +240,11 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
     ]);
     // How to install, for the migrations to read (0003_adopt); cleared below whatever happens.
     await client.query(
-      `select set_config('order_automation.adopt', $1, false), set_config('order_automation.bookkeeping', $2, false),
-              set_config('order_automation.state_codes', $3, false),
-              set_config('order_automation.created_at_column', $4, false),
-              set_config('order_automation.shipped_at_column', $5, false)`,
+      `select pg_catalog.set_config('order_automation.adopt', $1, false),
+              pg_catalog.set_config('order_automation.bookkeeping', $2, false),
+              pg_catalog.set_config('order_automation.state_codes', $3, false),
+              pg_catalog.set_config('order_automation.created_at_column', $4, false),
+              pg_catalog.set_config('order_automation.shipped_at_column', $5, false)`,
       [
         plan.adopt ? 'on' : '',
         plan.bookkeeping,
@@ -301,7 +302,7 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
     } finally {
       await client
         .query(
-          `select set_config(name, '', false) from unnest(array['order_automation.schedule', 'order_automation.adopt',
+          `select pg_catalog.set_config(name, '', false) from pg_catalog.unnest(array['order_automation.schedule', 'order_automation.adopt',
              'order_automation.bookkeeping', 'order_automation.state_codes', 'order_automation.created_at_column',
              'order_automation.shipped_at_column', 'order_automation.adoption_removed']) name`,
         )

@@ -5,7 +5,8 @@ import { type Order, type OrderRow, orderStates, toOrder } from './types.js';
 
 /** An order row of a package function, with its state named by the codes in settings. */
 function named(call: string): string {
-  const name = `case o.state ${orderStates.map((state) => `when s.state_${state} then '${state}'`).join(' ')} end`;
+  // Schema-qualified operator: the caller's search_path may hold another role's "=".
+  const name = `case ${orderStates.map((state) => `when o.state operator(pg_catalog.=) s.state_${state} then '${state}'`).join(' ')} end`;
   return `select o.*, ${name} as state_name from ${call} o, order_automation.settings s`;
 }
 
