@@ -10,6 +10,7 @@ import {
   readOrderEvents,
   type MigrateOptions,
 } from '../src/index.js';
+import { neededColumns, packageColumns } from '../src/adopt.js';
 import { main } from '../src/cli.js';
 import {
   App,
@@ -427,6 +428,21 @@ describe('adopting the app database', () => {
     });
     expect(await main(['migrate', '--bookkeeping', 'some', '--database-url', db.url], io)).toBe(2);
     expect(await main(['migrate', '--state-codes', 'lost=5', '--database-url', db.url], io)).toBe(2);
+  });
+});
+
+describe('what the adoption checks', () => {
+  test("its lists of needed and added columns are a fresh install's new_order, column for column", async () => {
+    const db = await createTestDatabase();
+    created.push(db);
+    const { rows } = await db.pool.query<{ column: string; type: string }>(
+      `select a.attname as column, format_type(a.atttypid, null) as type from pg_attribute a
+        where a.attrelid = 'public.new_order'::regclass and a.attnum > 0 and not a.attisdropped`,
+    );
+    const fresh = Object.fromEntries(rows.map((r) => [r.column, r.type]));
+    const needed = neededColumns.new_order;
+    for (const [column, types] of Object.entries(needed)) expect(types).toContain(fresh[column]);
+    expect(Object.fromEntries(Object.entries(fresh).filter(([column]) => !(column in needed)))).toEqual(packageColumns);
   });
 });
 
