@@ -340,7 +340,8 @@ const templates: Template[] = [
     valid: (v, db) =>
       sqlAccepts(
         db,
-        `update order_automation.settings set ${column} = $1::${column === 'batch_size' ? 'integer' : 'interval'}`,
+        // The adopt change added a text setting and smallint ones beside the intervals and batch_size.
+        `update order_automation.settings set ${column} = $1::${column === 'batch_size' ? 'integer' : column.startsWith('state_') ? 'smallint' : column === 'bookkeeping' ? 'text' : 'interval'}`,
         v,
       ),
   })),
