@@ -1,10 +1,11 @@
 // Per-store timeouts, payment grace, receipt extension, holds, reminders, purging cancelled orders,
 // bounded history, the watchable event log, pausable jobs, and least-privilege roles.
 import type { MigrationBuilder } from 'node-pg-migrate';
+import { adopting, adoptionRemoved } from './lib/adoption.js';
 import { previous, snapshot } from './snapshots/index.js';
 
-export async function up(pgm: MigrationBuilder): Promise<void> {
-  pgm.sql(`
+/** What this release changed in the bookstore's tables. */
+const bookstoreChanges = `
     alter table public.new_order
       add column held_at timestamptz, add column hold_reason text,
       add column receipt_extended_at timestamptz, add column reminded_state smallint;
@@ -16,7 +17,15 @@ export async function up(pgm: MigrationBuilder): Promise<void> {
     create index new_order_pay_deadline_due on public.new_order (pay_deadline) where state = 0 and held_at is null;
     create index new_order_receipt_deadline_due on public.new_order (receipt_deadline) where state = 2 and held_at is null;
     create index new_order_cancelled_at on public.new_order (cancelled_at) where state = 4;
+    alter table order_automation.store_settings
+      add foreign key (store_id) references public.user_store on delete cascade;
+`;
 
+/**
+ * What this release changed in the order_automation schema's own tables. A database adopted later
+ * gets it too (0005_adopt), onto tables an app created: so it touches none of the bookstore's.
+ */
+export const automationSchemaChanges = `
     -- Measured by npm run bench: 500 halves buyers' p99 during a drain for ~10% of throughput.
     alter table order_automation.settings alter column batch_size set default 500;
     update order_automation.settings set batch_size = 500 where batch_size = 1000;
@@ -42,8 +51,9 @@ export async function up(pgm: MigrationBuilder): Promise<void> {
     comment on column order_automation.settings.history_retention is
       'purge_history() deletes the package''s run log and its pg_cron run details older than this';
 
+    -- Its foreign key to user_store is the bookstore's part: an app's own user_store may have no key on store_id.
     create table order_automation.store_settings (
-      store_id text primary key references public.user_store on delete cascade,
+      store_id text primary key,
       payment_timeout interval,
       receipt_timeout interval,
       constraint "store payment_timeout must be a positive interval or NULL (the global setting)" check (payment_timeout > interval '0'),
@@ -64,7 +74,14 @@ export async function up(pgm: MigrationBuilder): Promise<void> {
       ('purge_cancelled_orders', 'CALL order_automation.purge_cancelled_orders()'),
       ('purge_history', 'CALL order_automation.purge_history()');
     update order_automation.job set schedule = '17 * * * *' where job = 'purge_history';
+`;
 
+export async function up(pgm: MigrationBuilder): Promise<void> {
+  // An adopted database gets this release from 0005_adopt, which installs onto the app's tables.
+  if (await adopting(pgm)) return;
+  pgm.sql(automationSchemaChanges);
+  pgm.sql(bookstoreChanges);
+  pgm.sql(`
     -- Signatures and result types that change: drop by the full old signature, then create.
     drop function order_automation.job_status(timestamptz);
     drop function order_automation.set_schedule(text, text);
@@ -74,6 +91,8 @@ export async function up(pgm: MigrationBuilder): Promise<void> {
 }
 
 export async function down(pgm: MigrationBuilder): Promise<void> {
+  // An adopted database: 0005_adopt's down has removed everything the package added.
+  if (await adoptionRemoved(pgm)) return;
   pgm.sql(`
     select order_automation.unschedule_jobs();
     drop trigger _100_keep_one_row on order_automation.settings;

@@ -2,10 +2,11 @@
 // control through the installer's own routines, the jobs' causes claimed (never taken from a setting
 // a caller controls), best-effort reminders, and every right granted by name.
 import type { MigrationBuilder } from 'node-pg-migrate';
+import { adopting, adoptionRemoved } from './lib/adoption.js';
 import { apply, previous } from './snapshots/index.js';
 
-export async function up(pgm: MigrationBuilder): Promise<void> {
-  pgm.sql(`
+/** What this release changed in the order_automation schema's own tables (also applied by an adoption). */
+export const trustSchemaChanges = `
     alter table order_automation.job drop column command,
       add constraint "schedule must be a pg_cron schedule, e.g. */5 * * * *" check (schedule ~ '^[0-9A-Za-z*/,@$ -]{1,100}$');
     comment on table order_automation.job is
@@ -22,6 +23,13 @@ export async function up(pgm: MigrationBuilder): Promise<void> {
     comment on table order_automation.job_claim is
       'The transaction of a job of the package at work and the cause it records; written only by the package''s own routines, empty between their transactions';
 
+`;
+
+export async function up(pgm: MigrationBuilder): Promise<void> {
+  // An adopted database gets this release from 0005_adopt, which installs onto the app's tables.
+  if (await adopting(pgm)) return;
+  pgm.sql(trustSchemaChanges);
+  pgm.sql(`
     -- Signatures and result types that change: drop by the full old signature, then create.
     drop function order_automation.remind_due_soon(text, timestamptz);
     drop function order_automation.job_status(timestamptz);
@@ -31,6 +39,8 @@ export async function up(pgm: MigrationBuilder): Promise<void> {
 }
 
 export async function down(pgm: MigrationBuilder): Promise<void> {
+  // An adopted database: 0005_adopt's down has removed everything the package added.
+  if (await adoptionRemoved(pgm)) return;
   pgm.sql(`
     drop function order_automation.job_command(text), order_automation.cron_database(),
       order_automation.claim_cause(text), order_automation.pg_cron_jobs(),

@@ -2,6 +2,7 @@
 // history's notes and causes; hold, release, payment_started and extend_receipt run with the
 // caller's rights (a shop's row-level security binds them), their events written by a trigger.
 import type { MigrationBuilder } from 'node-pg-migrate';
+import { adopting, adoptionRemoved } from './lib/adoption.js';
 import { apply, previous } from './snapshots/index.js';
 
 /**
@@ -85,6 +86,8 @@ ${addThenValidate([
 ])}`;
 
 export async function up(pgm: MigrationBuilder): Promise<void> {
+  // An adopted database gets this release from 0005_adopt (its package-table limits, not the app's tables').
+  if (await adopting(pgm)) return;
   pgm.sql(shopTableLimits);
   pgm.sql(packageTableLimits);
   // The four functions no longer lock or record through helpers of their own.
@@ -97,6 +100,8 @@ export async function up(pgm: MigrationBuilder): Promise<void> {
 }
 
 export async function down(pgm: MigrationBuilder): Promise<void> {
+  // An adopted database: 0005_adopt's down has removed everything the package added.
+  if (await adoptionRemoved(pgm)) return;
   pgm.sql(`
     drop trigger _900_noted on public.new_order;
     drop function order_automation.tg_new_order__note();

@@ -10,6 +10,7 @@
 --   OA006 invalid_argument      a bad argument to a package routine (batch_size, items, schedule, ...)
 --   OA007 already_extended      extending the receipt deadline of an order a second time
 --   OA008 hold_conflict         holding an order already held, or releasing one that is not
+--   OA009 no_store_owner        paying the seller of an order whose store has no owner, or several, in user_store
 --   OA010 pg_cron_unavailable   pg_cron is missing, not preloaded, or lives in another database
 --   OA011 pg_cron_job_missing   a scheduled job of the package is not (or no longer) in pg_cron's cron.job
 
@@ -28,6 +29,12 @@ create table order_automation.settings (
   remind_before interval,
   purge_cancelled_after interval,
   history_retention interval not null default '30 days',
+  bookkeeping text not null default 'full',
+  state_unpaid smallint not null default 0,
+  state_paid smallint not null default 1,
+  state_shipped smallint not null default 2,
+  state_received smallint not null default 3,
+  state_cancelled smallint not null default 4,
   -- Constraint names are the messages a user sees when a value is refused.
   constraint "settings has exactly one row" check (singleton),
   constraint "payment_timeout must be a positive interval" check (payment_timeout > interval '0'),
@@ -49,7 +56,19 @@ create table order_automation.settings (
   constraint "receipt_extension must be at most 365 days" check (receipt_extension <= interval '365 days'),
   constraint "remind_before must be at most 365 days" check (remind_before <= interval '365 days'),
   constraint "purge_cancelled_after must be at most 3650 days" check (purge_cancelled_after <= interval '3650 days'),
-  constraint "history_retention must be at most 3650 days" check (history_retention <= interval '3650 days')
+  constraint "history_retention must be at most 3650 days" check (history_retention <= interval '3650 days'),
+  constraint "bookkeeping must be full or automation" check (bookkeeping in ('full', 'automation')),
+  -- One constraint per pair of state codes, so that a refusal names the two codes that collide.
+  constraint "state_unpaid and state_paid must differ" check (state_unpaid <> state_paid),
+  constraint "state_unpaid and state_shipped must differ" check (state_unpaid <> state_shipped),
+  constraint "state_unpaid and state_received must differ" check (state_unpaid <> state_received),
+  constraint "state_unpaid and state_cancelled must differ" check (state_unpaid <> state_cancelled),
+  constraint "state_paid and state_shipped must differ" check (state_paid <> state_shipped),
+  constraint "state_paid and state_received must differ" check (state_paid <> state_received),
+  constraint "state_paid and state_cancelled must differ" check (state_paid <> state_cancelled),
+  constraint "state_shipped and state_received must differ" check (state_shipped <> state_received),
+  constraint "state_shipped and state_cancelled must differ" check (state_shipped <> state_cancelled),
+  constraint "state_received and state_cancelled must differ" check (state_received <> state_cancelled)
 );
 insert into order_automation.settings default values;
 comment on table order_automation.settings is
@@ -66,6 +85,10 @@ comment on column order_automation.settings.purge_cancelled_after is
   'purge_cancelled_orders() deletes cancelled orders this long after cancellation (NULL: keep; 0: at once)';
 comment on column order_automation.settings.history_retention is
   'purge_history() deletes the package''s run log and its pg_cron run details older than this';
+comment on column order_automation.settings.bookkeeping is
+  'full: the database books every change of every writer (stock, money) and refuses illegal ones; automation: it books only the package''s own jobs, and an app that books its own changes is neither booked nor refused';
+comment on column order_automation.settings.state_unpaid is
+  'The codes new_order.state uses (state_unpaid .. state_cancelled, default 0-4): the lifecycle, the automation, its indexes, the status and the history follow them';
 
 create table order_automation.store_settings (
   store_id text primary key references public.user_store on delete cascade,
@@ -79,6 +102,15 @@ create table order_automation.store_settings (
 );
 comment on table order_automation.store_settings is
   'Per-store overrides of payment_timeout / receipt_timeout (NULL: the global setting); deadlines of new orders and new shipments follow them';
+
+-- What `migrate --adopt` found and added: `down` removes exactly that, and keeps the app's tables.
+create table order_automation.adopted_table (
+  table_name text primary key,
+  added_columns text[] not null default '{}',
+  adopted_at timestamptz not null default now()
+);
+comment on table order_automation.adopted_table is
+  'The app''s own tables the package was installed onto (migrate --adopt), with the columns it added to them; empty on a fresh install. Down drops those columns and keeps the tables and their rows';
 
 create table order_automation.order_event (
   id bigint generated always as identity primary key,

@@ -52,3 +52,28 @@ begin
 end $$;
 comment on function order_automation.move_stock(text[], text[], integer[], text[]) is
   'Adds deltas[i] to the stock of (store_ids[i], book_ids[i]); one entry per store and book. Raises OA002 naming order_ids[i] when stock would go negative or the book is not stocked.';
+
+create or replace function order_automation.restock(order_ids text[]) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  stores text[]; books text[]; counts integer[]; orders text[];
+begin
+  -- Summed per store and book, so move_stock locks each shelf once, in its sorted order.
+  select array_agg(r.store_id), array_agg(r.book_id), array_agg(r.n), array_agg(r.order_id)
+    into stores, books, counts, orders
+    from (select o.store_id, d.book_id, sum(d.count)::integer as n, min(o.order_id) as order_id
+            from public.new_order o
+            -- One primary-key probe per order, whatever the statistics of the lines say (after a
+            -- purge they may say "empty": driven from them, this turns quadratic).
+            cross join lateral (select d.book_id, d.count from public.new_order_detail d
+                                 where d.order_id = o.order_id offset 0) d
+           where o.order_id = any (restock.order_ids)
+           group by o.store_id, d.book_id) r;
+  if stores is not null then
+    perform order_automation.move_stock(stores, books, counts, orders);
+  end if;
+end $$;
+comment on function order_automation.restock(text[]) is
+  'Puts the books of the lines of the given orders back on their store''s shelf (a cancellation)';

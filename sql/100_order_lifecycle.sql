@@ -1,7 +1,10 @@
 -- The order lifecycle on new_order: a guard that refuses illegal state changes and the
 -- set-based bookkeeping of each change (money, stock, history), the same for every writer.
 -- Trigger names carry a number because PostgreSQL fires the triggers of one event in name order:
--- _050_ before _100_ before _900_ (guards first, bookkeeping and history last).
+-- _040_ before _050_ before _100_ before _900_ (guards first, bookkeeping and history last).
+-- The state codes are the settings' (state_unpaid ...), and so is the bookkeeping: 'full' books and
+-- guards every writer; 'automation' (an adopted app that books its own changes) records every change
+-- but books only the package's own jobs, and keeps what they did.
 
 -- Which writer changed an order: package routines set order_automation.cause for their transaction;
 -- a plain UPDATE by an app is recorded as 'sql'. Any session can set that setting, so the causes of
@@ -49,15 +52,27 @@ set search_path = pg_catalog, pg_temp
 -- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
 set timezone = 'UTC'
 as $$
+declare
+  s order_automation.settings;
 begin
-  if new.state <> 0 then
+  select * into s from order_automation.settings;
+  if s.bookkeeping = 'full' and new.state is distinct from s.state_unpaid then
     raise exception using errcode = 'OA001',
-      message = format('order %s must be placed unpaid (state 0), not in state %s', new.order_id, new.state);
+      message = format('order %s must be placed unpaid (state %s), not in state %s', new.order_id, s.state_unpaid, new.state);
   end if;
+  -- An adopted table's created_at has no default (adding one would stamp every existing order).
+  new.created_at := coalesce(new.created_at, now());
   if new.pay_deadline is null then
     new.pay_deadline := new.created_at + coalesce(
       (select ss.payment_timeout from order_automation.store_settings ss where ss.store_id = new.store_id),
-      (select s.payment_timeout from order_automation.settings s));
+      s.payment_timeout);
+  end if;
+  -- An app that does its own bookkeeping may write an order already shipped: its countdown starts now.
+  if new.state = s.state_shipped and new.receipt_deadline is null then
+    new.shipped_at := coalesce(new.shipped_at, now());
+    new.receipt_deadline := new.shipped_at + coalesce(
+      (select ss.receipt_timeout from order_automation.store_settings ss where ss.store_id = new.store_id),
+      s.receipt_timeout);
   end if;
   return new;
 end $$;
@@ -65,12 +80,50 @@ end $$;
 create or replace trigger _100_place before insert on public.new_order
 for each row execute function order_automation.tg_new_order__before_insert();
 
+create or replace function order_automation.tg_new_order__keep_outcome() returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  by_job order_automation.order_event;
+begin
+  -- In 'full' bookkeeping every change out of a final state is refused after the statement; here,
+  -- in 'automation', only what the package's jobs did is final. Refused even when the app writes
+  -- the same state again: an app that read the order before the job closed it and now "cancels" or
+  -- "confirms" it would book its refund or its credit a second time.
+  if order_automation.current_cause() in ('payment_timeout', 'receipt_timeout')
+     or (select s.bookkeeping from order_automation.settings s) <> 'automation' then
+    return new;
+  end if;
+  select e.* into by_job from order_automation.order_event e
+   where e.order_id = old.order_id and e.to_state = old.state and e.cause in ('payment_timeout', 'receipt_timeout')
+   order by e.id desc
+   limit 1;
+  if found then
+    raise exception using errcode = 'OA001',
+      message = format('order %s was closed by the automation (%s at %s): its state stays %s',
+                       old.order_id, by_job.cause, by_job.at, old.state),
+      hint = 'The automation has booked it (books back on the shelf, or the seller paid): do not book it again.';
+  end if;
+  return new;
+end $$;
+
+-- Only orders with a cancelled_at or received_at can have been closed by a job: the rest pay no call.
+create or replace trigger _040_keep_outcome before update of state on public.new_order
+for each row when (old.cancelled_at is not null or old.received_at is not null)
+execute function order_automation.tg_new_order__keep_outcome();
+
 create or replace function order_automation.tg_new_order__keep_identity() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- An app that books its own changes may move an order; the automation books it where it is then.
+  if (select s.bookkeeping from order_automation.settings s) = 'automation' then
+    return new;
+  end if;
   raise exception using errcode = 'OA001',
     message = format('order %s: order_id, user_id and store_id cannot change once placed', old.order_id);
 end $$;
@@ -89,29 +142,32 @@ set search_path = pg_catalog, pg_temp
 -- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
 set timezone = 'UTC'
 as $$
+declare
+  s order_automation.settings;
 begin
-  case new.state
-    when 1 then new.paid_at := coalesce(new.paid_at, now());
-    when 2 then
-      new.shipped_at := coalesce(new.shipped_at, now());
-      new.receipt_deadline := coalesce(new.receipt_deadline, new.shipped_at + coalesce(
-        (select ss.receipt_timeout from order_automation.store_settings ss where ss.store_id = new.store_id),
-        (select s.receipt_timeout from order_automation.settings s)));
-    when 3 then new.received_at := coalesce(new.received_at, now());
-    when 4 then new.cancelled_at := coalesce(new.cancelled_at, now());
-    else null;
-  end case;
+  select * into s from order_automation.settings;
+  if new.state = s.state_paid then
+    new.paid_at := coalesce(new.paid_at, now());
+  elsif new.state = s.state_shipped then
+    new.shipped_at := coalesce(new.shipped_at, now());
+    new.receipt_deadline := coalesce(new.receipt_deadline, new.shipped_at + coalesce(
+      (select ss.receipt_timeout from order_automation.store_settings ss where ss.store_id = new.store_id),
+      s.receipt_timeout));
+  elsif new.state = s.state_received then
+    new.received_at := coalesce(new.received_at, now());
+  elsif new.state = s.state_cancelled then
+    new.cancelled_at := coalesce(new.cancelled_at, now());
+  end if;
   return new;
 end $$;
 
--- Fires only when a writer changed the state without giving the matching timestamps; the
--- automation gives them, so its set-based updates pay no per-row PL/pgSQL call.
+-- Fires for a change of state that does not itself stamp cancelled_at or received_at (a trigger's
+-- condition cannot read the state codes in settings). The automation stamps one of them, so its
+-- set-based updates pay no per-row PL/pgSQL call.
 create or replace trigger _100_stamp before update of state on public.new_order
-for each row when (old.state is distinct from new.state and (
-     (new.state = 1 and new.paid_at is null)
-  or (new.state = 2 and (new.shipped_at is null or new.receipt_deadline is null))
-  or (new.state = 3 and new.received_at is null)
-  or (new.state = 4 and new.cancelled_at is null)))
+for each row when (old.state is distinct from new.state
+                   and old.cancelled_at is not distinct from new.cancelled_at
+                   and old.received_at is not distinct from new.received_at)
 execute function order_automation.tg_new_order__stamp();
 
 create or replace function order_automation.tg_new_order__after_insert() returns trigger
@@ -120,9 +176,27 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  s order_automation.settings;
+  stores text[]; books text[]; counts integer[]; orders text[];
   -- Once per statement, not per row: a function with a SET clause is never inlined.
   event_cause text := order_automation.current_cause();
 begin
+  select * into s from order_automation.settings;
+  if s.bookkeeping = 'full' then
+    -- Lines written before their order (an adopted app does so in one transaction, and its tables
+    -- have no foreign key to stop it) hold their books from the moment the order exists.
+    select array_agg(r.store_id), array_agg(r.book_id), array_agg(r.n), array_agg(r.order_id)
+      into stores, books, counts, orders
+      from (select n.store_id, d.book_id, -sum(d.count)::integer as n, min(n.order_id) as order_id
+              from new_orders n
+              cross join lateral (select d.book_id, d.count from public.new_order_detail d
+                                   where d.order_id = n.order_id offset 0) d
+             where n.state = s.state_unpaid
+             group by n.store_id, d.book_id) r;
+    if stores is not null then
+      perform order_automation.move_stock(stores, books, counts, orders);
+    end if;
+  end if;
   insert into order_automation.order_event (order_id, from_state, to_state, cause)
   select n.order_id, null, n.state, event_cause from new_orders n;
   perform pg_notify('order_automation', 'order_event');
@@ -139,107 +213,81 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  s order_automation.settings;
   changed bigint;
-  bad_order text; bad_from smallint; bad_to smallint;
-  debit_users text[]; debit_totals bigint[];
-  credit_users text[]; credit_totals bigint[];
-  restock_stores text[]; restock_books text[]; restock_counts integer[]; restock_orders text[];
-  short_user text;
+  bad_order text; bad_from integer; bad_to integer;
+  paid_ids text[]; refunded_ids text[]; received_ids text[]; cancelled_ids text[];
+  money_users text[]; money_deltas bigint[]; money_orders text[];
   -- Once per statement, not per row: a function with a SET clause is never inlined.
   event_cause text := order_automation.current_cause();
+  job text := case event_cause when 'payment_timeout' then 'cancel_expired_orders'
+                               when 'receipt_timeout' then 'confirm_shipped_orders' end;
 begin
-  -- One pass over the changed rows: count them and find an illegal change, if any.
+  select * into s from order_automation.settings;
+  -- One pass over the changed rows: count them, sort them by transition, find an illegal one.
   select count(*),
-         (array_agg(o.order_id) filter (where (o.state, n.state) not in ((0, 1), (1, 2), (2, 3), (0, 4), (1, 4))))[1],
-         (array_agg(o.state) filter (where (o.state, n.state) not in ((0, 1), (1, 2), (2, 3), (0, 4), (1, 4))))[1],
-         (array_agg(n.state) filter (where (o.state, n.state) not in ((0, 1), (1, 2), (2, 3), (0, 4), (1, 4))))[1]
-    into changed, bad_order, bad_from, bad_to
-    from old_orders o join new_orders n using (order_id)
-   where o.state <> n.state;
+         array_agg(x.order_id) filter (where x.from_state = s.state_unpaid and x.to_state = s.state_paid),
+         array_agg(x.order_id) filter (where x.from_state = s.state_paid and x.to_state = s.state_cancelled),
+         array_agg(x.order_id) filter (where x.from_state = s.state_shipped and x.to_state = s.state_received),
+         array_agg(x.order_id) filter (where x.from_state in (s.state_unpaid, s.state_paid) and x.to_state = s.state_cancelled),
+         (array_agg(x.order_id) filter (where not x.legal))[1],
+         (array_agg(x.from_state) filter (where not x.legal))[1],
+         (array_agg(x.to_state) filter (where not x.legal))[1]
+    into changed, paid_ids, refunded_ids, received_ids, cancelled_ids, bad_order, bad_from, bad_to
+    from (select o.order_id, o.state as from_state, n.state as to_state,
+                 coalesce((o.state, n.state) in ((s.state_unpaid, s.state_paid), (s.state_paid, s.state_shipped),
+                                                 (s.state_shipped, s.state_received), (s.state_unpaid, s.state_cancelled),
+                                                 (s.state_paid, s.state_cancelled)), false) as legal
+            from old_orders o join new_orders n using (order_id)
+           where o.state is distinct from n.state) x;
   if changed = 0 then
     return null;
   end if;
-  if bad_order is not null then
+  if bad_order is not null and s.bookkeeping = 'full' then
     raise exception using errcode = 'OA001',
       message = format('order %s cannot change from state %s to state %s', bad_order, bad_from, bad_to),
-      hint = 'Allowed: 0 unpaid -> 1 paid -> 2 shipped -> 3 received; 0 or 1 -> 4 cancelled.';
+      hint = format('Allowed: %s unpaid -> %s paid -> %s shipped -> %s received; %s or %s -> %s cancelled.',
+                    s.state_unpaid, s.state_paid, s.state_shipped, s.state_received, s.state_unpaid, s.state_paid,
+                    s.state_cancelled);
   end if;
 
-  -- Money held by orders moves between balances; totals are summed per user in one statement.
-  select array_agg(t.user_id order by t.user_id) filter (where t.kind = 'debit'),
-         array_agg(t.total order by t.user_id) filter (where t.kind = 'debit'),
-         array_agg(t.user_id order by t.user_id) filter (where t.kind = 'credit'),
-         array_agg(t.total order by t.user_id) filter (where t.kind = 'credit')
-    into debit_users, debit_totals, credit_users, credit_totals
-    from (select m.kind, m.user_id, sum(m.total)::bigint as total
-            from (select case when n.state = 1 then 'debit' else 'credit' end as kind,
-                         case when n.state = 3 then us.user_id else n.user_id end as user_id,
-                         d.count::bigint * d.price as total
-                    from new_orders n
-                    join old_orders o using (order_id)
-                    -- One primary-key probe per changed order, whatever the statistics of the lines
-                    -- say (after a purge they may say "empty": driven from them, this turns quadratic).
-                    cross join lateral (select d.count, d.price from public.new_order_detail d
-                                         where d.order_id = n.order_id offset 0) d
-                    left join public.user_store us on n.state = 3 and us.store_id = n.store_id
-                   where (o.state = 0 and n.state = 1)     -- paid: the buyer pays into the order
-                      or (o.state = 1 and n.state = 4)     -- cancelled after payment: refund
-                      or (o.state = 2 and n.state = 3)     -- received: the seller is paid
-                 ) m
-           group by m.kind, m.user_id) t
-   where t.total > 0;
-
-  if debit_users is not null or credit_users is not null then
-    -- Lock balances in user_id order so concurrent writers never deadlock on them.
-    perform 1 from public."user" u
-     where u.user_id = any (coalesce(debit_users, '{}') || coalesce(credit_users, '{}'))
-     order by u.user_id
-       for no key update;
-  end if;
-
-  if debit_users is not null then
-    with debit as (select * from unnest(debit_users, debit_totals) as x(user_id, total)),
-         paid as (
-           update public."user" u set balance = u.balance - debit.total
-             from debit
-            where u.user_id = debit.user_id and u.balance >= debit.total
-           returning u.user_id)
-    select debit.user_id into short_user
-      from debit where debit.user_id not in (select paid.user_id from paid)
-     limit 1;
-    if short_user is not null then
-      select min(n.order_id) into bad_order
-        from old_orders o join new_orders n using (order_id)
-       where o.state = 0 and n.state = 1 and n.user_id = short_user;
-      raise exception using errcode = 'OA003',
-        message = format('order %s: buyer %s has not enough balance to pay for it', bad_order, short_user);
+  if job is not null then
+    -- The package's own jobs, in both bookkeepings: booked by the one function the procedures can
+    -- also call themselves, on the orders the job changed.
+    perform order_automation.book_job_outcomes(job, coalesce(cancelled_ids, received_ids));
+  elsif s.bookkeeping = 'full' then
+    -- Money held by orders moves between balances, summed per user into one movement each.
+    select array_agg(m.user_id order by m.user_id), array_agg(m.delta order by m.user_id),
+           array_agg(m.order_id order by m.user_id)
+      into money_users, money_deltas, money_orders
+      from (select t.user_id, sum(t.delta)::bigint as delta, min(t.order_id) as order_id
+              from (select n.user_id, case when n.order_id = any (paid_ids) then -l.total else l.total end as delta,
+                           n.order_id
+                      from new_orders n
+                      -- One primary-key probe per changed order, whatever the statistics of the lines
+                      -- say (after a purge they may say "empty": driven from them, this turns quadratic).
+                      cross join lateral (select sum(d.count::bigint * d.price)::bigint as total
+                                            from public.new_order_detail d where d.order_id = n.order_id offset 0) l
+                     where n.order_id = any (paid_ids) or n.order_id = any (refunded_ids)  -- paid; refunded
+                    union all
+                    select c.user_id, c.total, c.order_id                                 -- the seller is paid
+                      from order_automation.seller_credits(received_ids) c
+                     where received_ids is not null) t
+             group by t.user_id) m
+     where m.delta <> 0;
+    if money_users is not null then
+      perform order_automation.move_money(money_users, money_deltas, money_orders);
     end if;
-  end if;
-
-  if credit_users is not null then
-    update public."user" u set balance = u.balance + credit.total
-      from unnest(credit_users, credit_totals) as credit(user_id, total)
-     where u.user_id = credit.user_id;
-  end if;
-
-  -- Cancelled orders put their books back on the shelf, summed per store and book.
-  select array_agg(r.store_id), array_agg(r.book_id), array_agg(r.n), array_agg(r.order_id)
-    into restock_stores, restock_books, restock_counts, restock_orders
-    from (select n.store_id, d.book_id, sum(d.count)::integer as n, min(n.order_id) as order_id
-            from new_orders n
-            join old_orders o using (order_id)
-            cross join lateral (select d.book_id, d.count from public.new_order_detail d
-                                 where d.order_id = n.order_id offset 0) d
-           where o.state in (0, 1) and n.state = 4
-           group by n.store_id, d.book_id) r;
-  if restock_stores is not null then
-    perform order_automation.move_stock(restock_stores, restock_books, restock_counts, restock_orders);
+    -- Cancelled orders put their books back on the shelf.
+    if cancelled_ids is not null then
+      perform order_automation.restock(cancelled_ids);
+    end if;
   end if;
 
   insert into order_automation.order_event (order_id, from_state, to_state, cause)
   select n.order_id, o.state, n.state, event_cause
     from old_orders o join new_orders n using (order_id)
-   where o.state <> n.state;
+   where o.state is distinct from n.state;
   perform pg_notify('order_automation', 'order_event');
   return null;
 end $$;
@@ -254,16 +302,22 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  s order_automation.settings;
   bad record;
   -- Once per statement, not per row: a function with a SET clause is never inlined.
   event_cause text := order_automation.current_cause();
 begin
-  -- Paid, shipped and received orders hold money: they are never deleted, only cancelled or kept.
-  select o.order_id, o.state into bad from old_orders o where o.state in (1, 2, 3) limit 1;
-  if found then
-    raise exception using errcode = 'OA001',
-      message = format('order %s cannot be deleted in state %s', bad.order_id, bad.state),
-      hint = 'Only unpaid (0) and cancelled (4) orders can be deleted.';
+  select * into s from order_automation.settings;
+  -- Paid, shipped and received orders hold money: they are never deleted, only cancelled or kept
+  -- (unless the app books its own changes).
+  if s.bookkeeping = 'full' then
+    select o.order_id, o.state into bad from old_orders o
+     where o.state in (s.state_paid, s.state_shipped, s.state_received) limit 1;
+    if found then
+      raise exception using errcode = 'OA001',
+        message = format('order %s cannot be deleted in state %s', bad.order_id, bad.state),
+        hint = format('Only unpaid (%s) and cancelled (%s) orders can be deleted.', s.state_unpaid, s.state_cancelled);
+    end if;
   end if;
   insert into order_automation.order_event (order_id, from_state, to_state, cause)
   select o.order_id, o.state, null, event_cause from old_orders o;

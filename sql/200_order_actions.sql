@@ -41,8 +41,10 @@ begin
       message = format('order %s: items must be a non-empty JSON array of {"book_id", "count", "price"}', place_order.order_id);
   end if;
   perform set_config('order_automation.cause', 'place_order', true);
-  insert into public.new_order (order_id, user_id, store_id)
-  values (place_order.order_id, place_order.user_id, place_order.store_id)
+  -- The state is given: an adopted table's state column may have no default.
+  insert into public.new_order (order_id, user_id, store_id, state)
+  values (place_order.order_id, place_order.user_id, place_order.store_id,
+          (select s.state_unpaid from order_automation.settings s))
   returning * into placed;
   insert into public.new_order_detail (order_id, book_id, count, price)
   select place_order.order_id, i.book_id, i.count, i.price
@@ -56,27 +58,31 @@ comment on function order_automation.place_order(text, text, text, jsonb) is
 create or replace function order_automation.pay_order(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
-as $$ select order_automation.set_order_state(pay_order.order_id, 1::smallint, 'pay_order') $$;
+as $$ select order_automation.set_order_state(pay_order.order_id, s.state_paid, 'pay_order')
+     from order_automation.settings s $$;
 comment on function order_automation.pay_order(text) is
   'Pays an unpaid order from the buyer''s balance; OA003 when the balance is short, OA001 when not unpaid';
 
 create or replace function order_automation.ship_order(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
-as $$ select order_automation.set_order_state(ship_order.order_id, 2::smallint, 'ship_order') $$;
+as $$ select order_automation.set_order_state(ship_order.order_id, s.state_shipped, 'ship_order')
+     from order_automation.settings s $$;
 comment on function order_automation.ship_order(text) is
   'Marks a paid order shipped and starts its receipt deadline; OA001 when not paid';
 
 create or replace function order_automation.confirm_receipt(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
-as $$ select order_automation.set_order_state(confirm_receipt.order_id, 3::smallint, 'confirm_receipt') $$;
+as $$ select order_automation.set_order_state(confirm_receipt.order_id, s.state_received, 'confirm_receipt')
+     from order_automation.settings s $$;
 comment on function order_automation.confirm_receipt(text) is
   'The buyer confirms receipt of a shipped order; the seller is paid. OA001 when not shipped';
 
 create or replace function order_automation.cancel_order(order_id text) returns public.new_order
 language sql
 set search_path = pg_catalog, pg_temp
-as $$ select order_automation.set_order_state(cancel_order.order_id, 4::smallint, 'cancel_order') $$;
+as $$ select order_automation.set_order_state(cancel_order.order_id, s.state_cancelled, 'cancel_order')
+     from order_automation.settings s $$;
 comment on function order_automation.cancel_order(text) is
   'Cancels an unpaid or paid order: books back on the shelf, a paid order refunded. OA001 otherwise';

@@ -58,6 +58,7 @@ set timezone = 'UTC'
 as $$
 declare
   o public.new_order;
+  s order_automation.settings := (select x from order_automation.settings x);
   safe_for interval := coalesce(payment_started.grace, (select s.payment_grace from order_automation.settings s));
 begin
   if length(payment_started.order_id) > 255 then
@@ -74,9 +75,9 @@ begin
   if not found then
     raise exception using errcode = 'OA005', message = format('order %s does not exist', payment_started.order_id);
   end if;
-  if o.state <> 0 then
+  if o.state is distinct from s.state_unpaid then
     raise exception using errcode = 'OA001',
-      message = format('order %s is in state %s: a payment can start only while it is unpaid (0)', o.order_id, o.state);
+      message = format('order %s is in state %s: a payment can start only while it is unpaid (%s)', o.order_id, o.state, s.state_unpaid);
   end if;
   perform set_config('order_automation.cause', 'payment_started', true);
   update public.new_order n set pay_deadline = greatest(n.pay_deadline, now() + safe_for)
@@ -97,6 +98,7 @@ set timezone = 'UTC'
 as $$
 declare
   o public.new_order;
+  s order_automation.settings := (select x from order_automation.settings x);
   extension interval := coalesce(extend_receipt.by, (select s.receipt_extension from order_automation.settings s));
 begin
   if length(extend_receipt.order_id) > 255 then
@@ -111,9 +113,9 @@ begin
   if not found then
     raise exception using errcode = 'OA005', message = format('order %s does not exist', extend_receipt.order_id);
   end if;
-  if o.state <> 2 then
+  if o.state is distinct from s.state_shipped then
     raise exception using errcode = 'OA001',
-      message = format('order %s is in state %s: its receipt deadline can be extended only while shipped (2)', o.order_id, o.state);
+      message = format('order %s is in state %s: its receipt deadline can be extended only while shipped (%s)', o.order_id, o.state, s.state_shipped);
   end if;
   if o.receipt_extended_at is not null then
     raise exception using errcode = 'OA007',
@@ -133,6 +135,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   o public.new_order;
+  s order_automation.settings := (select x from order_automation.settings x);
 begin
   if length(hold.order_id) > 255 then
     raise exception using errcode = 'OA006',
@@ -149,7 +152,7 @@ begin
   if not found then
     raise exception using errcode = 'OA005', message = format('order %s does not exist', hold.order_id);
   end if;
-  if o.state in (3, 4) then
+  if o.state in (s.state_received, s.state_cancelled) then
     raise exception using errcode = 'OA001', message = format('order %s is in final state %s: it cannot be held', o.order_id, o.state);
   end if;
   if o.held_at is not null then
@@ -171,6 +174,7 @@ set timezone = 'UTC'
 as $$
 declare
   o public.new_order;
+  s order_automation.settings := (select x from order_automation.settings x);
 begin
   if length(release.order_id) > 255 then
     raise exception using errcode = 'OA006',
@@ -186,8 +190,8 @@ begin
   -- The countdown resumes with the time that was left: the deadline moves by how long it was paused
   -- (since the hold, or since the countdown began if that was later, e.g. shipped while held).
   update public.new_order n
-     set pay_deadline = case when n.state = 0 then n.pay_deadline + (now() - greatest(n.held_at, n.created_at)) else n.pay_deadline end,
-         receipt_deadline = case when n.state = 2 then n.receipt_deadline + (now() - greatest(n.held_at, n.shipped_at)) else n.receipt_deadline end,
+     set pay_deadline = case when n.state = s.state_unpaid then n.pay_deadline + (now() - greatest(n.held_at, n.created_at)) else n.pay_deadline end,
+         receipt_deadline = case when n.state = s.state_shipped then n.receipt_deadline + (now() - greatest(n.held_at, n.shipped_at)) else n.receipt_deadline end,
          held_at = null, hold_reason = null
    where n.order_id = o.order_id
   returning n.* into o;

@@ -7,9 +7,12 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 -- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
 set timezone = 'UTC'
+-- Planned with the state code's value, so that the query proves its partial index's predicate.
+set plan_cache_mode = force_custom_plan
 as $$
 declare
   ids text[];
+  s order_automation.settings := (select x from order_automation.settings x);
 begin
   -- Locks up to batch_size due orders, oldest deadline first, skipping rows others are changing.
   -- One static query per job, each matching its partial index.
@@ -17,7 +20,7 @@ begin
     when 'cancel_expired_orders' then
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = 0 and o.held_at is null and o.pay_deadline <= due_orders.as_of
+               where o.state = s.state_unpaid and o.held_at is null and o.pay_deadline <= due_orders.as_of
                  and o.order_id <> all (due_orders.skip_ids)
                order by o.pay_deadline
                limit due_orders.batch_size
@@ -25,7 +28,7 @@ begin
     when 'confirm_shipped_orders' then
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = 2 and o.held_at is null and o.receipt_deadline <= due_orders.as_of
+               where o.state = s.state_shipped and o.held_at is null and o.receipt_deadline <= due_orders.as_of
                  and o.order_id <> all (due_orders.skip_ids)
                order by o.receipt_deadline
                limit due_orders.batch_size
@@ -33,8 +36,8 @@ begin
     when 'purge_cancelled_orders' then
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = 4
-                 and o.cancelled_at <= due_orders.as_of - (select s.purge_cancelled_after from order_automation.settings s)
+               where o.state = s.state_cancelled
+                 and o.cancelled_at <= due_orders.as_of - s.purge_cancelled_after
                  and o.order_id <> all (due_orders.skip_ids)
                order by o.cancelled_at
                limit due_orders.batch_size
@@ -55,23 +58,24 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   n bigint;
+  s order_automation.settings := (select x from order_automation.settings x);
 begin
   -- Set-based: the lifecycle triggers book the whole set in one pass.
   case process_orders.job
     when 'cancel_expired_orders' then
       perform order_automation.claim_cause('payment_timeout');
-      update public.new_order o set state = 4, cancelled_at = now()
-       where o.order_id = any (process_orders.ids) and o.state = 0 and o.held_at is null;
+      update public.new_order o set state = s.state_cancelled, cancelled_at = now()
+       where o.order_id = any (process_orders.ids) and o.state = s.state_unpaid and o.held_at is null;
     when 'confirm_shipped_orders' then
       perform order_automation.claim_cause('receipt_timeout');
-      update public.new_order o set state = 3, received_at = now()
-       where o.order_id = any (process_orders.ids) and o.state = 2 and o.held_at is null;
+      update public.new_order o set state = s.state_received, received_at = now()
+       where o.order_id = any (process_orders.ids) and o.state = s.state_shipped and o.held_at is null;
     when 'purge_cancelled_orders' then
       perform order_automation.claim_cause('purge_cancelled_orders');
       delete from public.new_order_detail d using public.new_order o
        where d.order_id = any (process_orders.ids) and o.order_id = any (process_orders.ids)
-         and o.order_id = d.order_id and o.state = 4;
-      delete from public.new_order o where o.order_id = any (process_orders.ids) and o.state = 4;
+         and o.order_id = d.order_id and o.state = s.state_cancelled;
+      delete from public.new_order o where o.order_id = any (process_orders.ids) and o.state = s.state_cancelled;
   end case;
   get diagnostics n = row_count;
   perform order_automation.claim_cause(null);
@@ -157,6 +161,7 @@ set search_path = pg_catalog, pg_temp
 -- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
 set timezone = 'UTC'
 set lock_timeout = '5s'
+set plan_cache_mode = force_custom_plan
 as $$
 declare
   ahead interval := (select s.remind_before from order_automation.settings s);
@@ -164,6 +169,8 @@ declare
   soon_state smallint;
   ids text[];
   one text;
+  unpaid smallint := (select s.state_unpaid from order_automation.settings s);
+  shipped smallint := (select s.state_shipped from order_automation.settings s);
   reminded bigint := 0;
   n bigint;
   err_state text;
@@ -173,7 +180,7 @@ begin
      or remind_due_soon.job not in ('cancel_expired_orders', 'confirm_shipped_orders') then
     return 0;
   end if;
-  soon_state := case remind_due_soon.job when 'cancel_expired_orders' then 0 else 2 end;
+  soon_state := case remind_due_soon.job when 'cancel_expired_orders' then unpaid else shipped end;
   -- A reminder is a side step of the run: best effort. Rows others hold are skipped (reminded by a
   -- later run), a row that fails is skipped and recorded, at most max_orders are taken per run, and
   -- nothing here ever fails the run (but a cancel, which the run records).
@@ -183,21 +190,21 @@ begin
     exception when datetime_field_overflow then
       horizon := 'infinity';  -- so far ahead that every future deadline is near
     end;
-    if soon_state = 0 then
+    if soon_state = unpaid then
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = 0 and o.held_at is null
+               where o.state = unpaid and o.held_at is null
                  and o.pay_deadline > remind_due_soon.as_of and o.pay_deadline <= horizon
-                 and o.reminded_state is distinct from 0
+                 and o.reminded_state is distinct from unpaid
                order by o.pay_deadline
                limit greatest(remind_due_soon.max_orders, 1)
                  for no key update skip locked) d;
     else
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = 2 and o.held_at is null
+               where o.state = shipped and o.held_at is null
                  and o.receipt_deadline > remind_due_soon.as_of and o.receipt_deadline <= horizon
-                 and o.reminded_state is distinct from 2
+                 and o.reminded_state is distinct from shipped
                order by o.receipt_deadline
                limit greatest(remind_due_soon.max_orders, 1)
                  for no key update skip locked) d;
@@ -245,6 +252,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   n bigint;
+  unpaid smallint := (select s.state_unpaid from order_automation.settings s);
 begin
   -- reminded_state marks the order in the same statement: a concurrent run re-checks it on the
   -- locked row and writes no second reminder.
@@ -252,11 +260,11 @@ begin
     update public.new_order o set reminded_state = write_reminders.soon_state
      where o.order_id = any (write_reminders.ids) and o.state = write_reminders.soon_state
        and o.reminded_state is distinct from write_reminders.soon_state
-    returning o.order_id, case write_reminders.soon_state when 0 then o.pay_deadline else o.receipt_deadline end as deadline)
+    returning o.order_id, case when write_reminders.soon_state = unpaid then o.pay_deadline else o.receipt_deadline end as deadline)
   insert into order_automation.order_event (order_id, from_state, to_state, cause, note)
   select soon.order_id, write_reminders.soon_state, write_reminders.soon_state,
-         case write_reminders.soon_state when 0 then 'payment_due_soon' else 'receipt_due_soon' end,
-         format(case write_reminders.soon_state when 0 then 'pay deadline %s' else 'receipt deadline %s' end, soon.deadline)
+         case when write_reminders.soon_state = unpaid then 'payment_due_soon' else 'receipt_due_soon' end,
+         format(case when write_reminders.soon_state = unpaid then 'pay deadline %s' else 'receipt deadline %s' end, soon.deadline)
     from soon;
   get diagnostics n = row_count;
   return n;

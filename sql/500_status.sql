@@ -32,29 +32,41 @@ returns table (
   due_now bigint, held bigint, next_deadline timestamptz,
   cron_state text, cron_schedule text
 )
-language sql stable
+language plpgsql stable
 set search_path = pg_catalog, pg_temp
+-- Planned with the state codes' values, so that each count probes its partial index.
+set plan_cache_mode = force_custom_plan
 as $$
+declare
+  s order_automation.settings := (select x from order_automation.settings x);
+begin
+  return query
   select j.job, j.schedule, j.active, j.cron_database, order_automation.cron_jobname(j.job),
          r.id, r.started_at, r.finished_at, r.processed, r.failed, r.error,
          case j.job
            when 'cancel_expired_orders' then
-             (select count(*) from public.new_order o where o.state = 0 and o.held_at is null and o.pay_deadline <= job_status.at)
+             (select count(*) from public.new_order o
+               where o.state = s.state_unpaid and o.held_at is null and o.pay_deadline <= job_status.at)
            when 'confirm_shipped_orders' then
-             (select count(*) from public.new_order o where o.state = 2 and o.held_at is null and o.receipt_deadline <= job_status.at)
+             (select count(*) from public.new_order o
+               where o.state = s.state_shipped and o.held_at is null and o.receipt_deadline <= job_status.at)
            when 'purge_cancelled_orders' then
-             (select count(*) from public.new_order o, order_automation.settings s
-               where o.state = 4 and o.cancelled_at <= job_status.at - s.purge_cancelled_after)
-         end,
-         case j.job
-           when 'cancel_expired_orders' then (select count(*) from public.new_order o where o.state = 0 and o.held_at is not null)
-           when 'confirm_shipped_orders' then (select count(*) from public.new_order o where o.state = 2 and o.held_at is not null)
+             (select count(*) from public.new_order o
+               where o.state = s.state_cancelled and o.cancelled_at <= job_status.at - s.purge_cancelled_after)
          end,
          case j.job
            when 'cancel_expired_orders' then
-             (select min(o.pay_deadline) from public.new_order o where o.state = 0 and o.held_at is null and o.pay_deadline > job_status.at)
+             (select count(*) from public.new_order o where o.state = s.state_unpaid and o.held_at is not null)
            when 'confirm_shipped_orders' then
-             (select min(o.receipt_deadline) from public.new_order o where o.state = 2 and o.held_at is null and o.receipt_deadline > job_status.at)
+             (select count(*) from public.new_order o where o.state = s.state_shipped and o.held_at is not null)
+         end,
+         case j.job
+           when 'cancel_expired_orders' then
+             (select min(o.pay_deadline) from public.new_order o
+               where o.state = s.state_unpaid and o.held_at is null and o.pay_deadline > job_status.at)
+           when 'confirm_shipped_orders' then
+             (select min(o.receipt_deadline) from public.new_order o
+               where o.state = s.state_shipped and o.held_at is null and o.receipt_deadline > job_status.at)
          end,
          -- NULL: pg_cron lives in another database, where the caller reads it.
          case when j.cron_database is null then 'not scheduled'
@@ -67,7 +79,7 @@ as $$
     cross join (select order_automation.cron_schema() as pg_cron) here
     left join order_automation.pg_cron_jobs() c on c.job = j.job
     left join lateral (select * from order_automation.run r where r.job = j.job order by r.id desc limit 1) r on true
-   order by j.job
-$$;
+   order by j.job;
+end $$;
 comment on function order_automation.job_status(timestamptz) is
   'Per job: schedule, active, last run (start, end, orders processed, failures, error), orders due at `at`, orders held, the next deadline after it, and its state in pg_cron (active, paused, missing, not scheduled; NULL when pg_cron lives in another database)';

@@ -29,6 +29,12 @@ export class InvalidArgumentError extends OrderAutomationError {}
 export class ReceiptAlreadyExtendedError extends OrderAutomationError {}
 /** OA008: holding an order already held, or releasing one that is not. */
 export class HoldConflictError extends OrderAutomationError {}
+/** OA009: the store of an order has no owner, or several, in user_store: its seller cannot be paid. */
+export class NoStoreOwnerError extends OrderAutomationError {}
+/** migrate without adopt on shop tables the package did not create: migrate({ adopt: true }) installs next to them. */
+export class AdoptionRequiredError extends OrderAutomationError {}
+/** migrate({ adopt: true }) on shop tables the package cannot work with; the message lists every reason. */
+export class AdoptionMismatchError extends OrderAutomationError {}
 /** A setting value refused by the settings table's constraints (or not a valid interval/number). */
 export class InvalidSettingError extends OrderAutomationError {}
 /** OA010: pg_cron is missing, not preloaded, or lives in another database. */
@@ -57,6 +63,7 @@ export const errorClassBySqlstate: Readonly<
   OA006: InvalidArgumentError,
   OA007: ReceiptAlreadyExtendedError,
   OA008: HoldConflictError,
+  OA009: NoStoreOwnerError,
   OA010: PgCronUnavailableError,
   OA011: PgCronJobMissingError,
 };

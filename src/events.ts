@@ -2,7 +2,7 @@
 import pg from 'pg';
 import { type Db, query, sameServer } from './db.js';
 import { toOrderAutomationError } from './errors.js';
-import { type OrderState, stateName } from './types.js';
+import { type OrderState, orderStates } from './types.js';
 
 /** What the database lets into the history (order ids are bounded by new_order's: 255 characters). */
 export const eventLimits = { note: 1000, cause: 63 } as const;
@@ -16,6 +16,9 @@ export interface OrderEvent {
   from: OrderState | null;
   /** null: the order was deleted. */
   to: OrderState | null;
+  /** The codes as new_order.state held them (settings state_unpaid ... name them; an app's own code has no name). */
+  fromState: number | null;
+  toState: number | null;
   /** payment_timeout / receipt_timeout for the automation; the package function's name or 'sql' otherwise. */
   cause: string;
   at: Date;
@@ -38,6 +41,8 @@ interface EventRow {
   id: string;
   order_id: string;
   from_state: number | null;
+  from_name: OrderState | null;
+  to_name: OrderState | null;
   to_state: number | null;
   cause: string;
   at: Date;
@@ -52,8 +57,10 @@ function toEvent(r: Omit<EventRow, 'xid'>): OrderEvent {
   return {
     id: Number(r.id),
     orderId: r.order_id,
-    from: stateName(r.from_state),
-    to: stateName(r.to_state),
+    from: r.from_name,
+    to: r.to_name,
+    fromState: r.from_state,
+    toState: r.to_state,
     cause: cut(r.cause, eventLimits.cause),
     at: r.at,
     note: r.note === null ? null : cut(r.note, eventLimits.note),
@@ -68,16 +75,23 @@ function toEvent(r: Omit<EventRow, 'xid'>): OrderEvent {
  * written before the limits (a hundred million characters) costs neither the server nor the reader
  * its size. `candidates`: the rows the row limit alone would give, to tell a page cut by size.
  */
+/** The state's name for the codes in settings now (an adopted app may use -1 for cancelled). */
+function stateNameSql(code: string): string {
+  // Schema-qualified operator: the caller's search_path may hold another role's "=".
+  return `case ${orderStates.map((state) => `when ${code} operator(pg_catalog.=) s.state_${state} then '${state}'`).join(' ')} end`;
+}
+
 function pageQuery(where: string, order: string, limit: string): string {
   return `
     select q.* from (
       select p.*, sum(p.bytes) over (order by ${order}) - p.bytes as before, count(*) over () as candidates
         from (select e.id, e.order_id, e.from_state, e.to_state, e.at, e.xid,
+                     ${stateNameSql('e.from_state')} as from_name, ${stateNameSql('e.to_state')} as to_name,
                      substr(e.cause, 1, ${eventLimits.cause + 1}) as cause,
                      substr(e.note, 1, ${eventLimits.note + 1}) as note,
                      octet_length(e.order_id) + least(octet_length(e.cause), ${4 * (eventLimits.cause + 1)})
                        + coalesce(least(octet_length(e.note), ${4 * (eventLimits.note + 1)}), 0) as bytes
-                from order_automation.order_event e
+                from order_automation.order_event e cross join order_automation.settings s
                where ${where}
                order by ${order}
                limit ${limit}) p

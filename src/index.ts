@@ -52,4 +52,7 @@ export {
   PgCronJobMissingError,
   ReceiptAlreadyExtendedError,
   HoldConflictError,
+  NoStoreOwnerError,
+  AdoptionRequiredError,
+  AdoptionMismatchError,
 } from './errors.js';

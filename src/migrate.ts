@@ -5,6 +5,14 @@
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { runner } from 'node-pg-migrate';
+import {
+  adoptionMismatches,
+  adoptionRefused,
+  adoptionRequired,
+  existingShopTables,
+  packageInstalled,
+  type BackfillColumns,
+} from './adopt.js';
 import { type Db, withClient } from './db.js';
 import { type CronPlace, cronPlace, packageJobsIn, withCronDatabase } from './pg-cron.js';
 import {
@@ -13,11 +21,14 @@ import {
   PgCronUnavailableError,
   toOrderAutomationError,
 } from './errors.js';
+import { orderStates, type OrderState } from './types.js';
 
 export const migrationsDir = fileURLToPath(new URL('../migrations', import.meta.url));
 export const migrationsTable = 'order_automation_migrations';
 /** Our own advisory lock: an app's node-pg-migrate (default lock) never waits on ours. */
 const lockValue = 4_242_001_002;
+/** The release that installs onto an app's tables: an adopted database cannot go down to a release before it. */
+const adoptionRelease = '0005_adopt';
 
 export interface MigrateOptions {
   /** 'up' (default) applies every pending migration; 'down' reverts `count` (default: all). */
@@ -27,6 +38,19 @@ export interface MigrateOptions {
   schedule?: boolean;
   /** Progress lines (default: silent). */
   log?: (line: string) => void;
+  /**
+   * Install onto shop tables an app created, keeping them and their rows as they are (only the
+   * package's own columns, indexes and triggers are added). Without it, migrate refuses such tables.
+   */
+  adopt?: boolean;
+  /** With adopt: new_order's own column of order creation times (timestamp, timestamptz or epoch seconds), for the deadlines of orders already unpaid. */
+  createdAtColumn?: string;
+  /** With adopt: new_order's own column of shipping times, for the receipt deadlines of orders already shipped. */
+  shippedAtColumn?: string;
+  /** The bookkeeping setting of a first install: 'full' (the default) or 'automation' (the default with adopt). */
+  bookkeeping?: 'full' | 'automation';
+  /** The state codes of a first install (settings state_unpaid ... state_cancelled), e.g. { cancelled: -1 }. */
+  stateCodes?: Partial<Record<OrderState, number>>;
 }
 
 export interface MigrateResult {
@@ -162,6 +186,89 @@ async function wantedJobs(client: pg.ClientBase): Promise<WantedJob[] | null> {
   return rows;
 }
 
+/** What the migrations are told through session settings (read by 0005_adopt). */
+interface InstallPlan {
+  adopt: boolean;
+  bookkeeping: string;
+  stateCodes: string;
+  backfill: BackfillColumns;
+}
+
+/** Decides, before anything is changed, how to install: fresh, onto an app's tables, or not at all. */
+async function installPlan(client: pg.ClientBase, options: MigrateOptions): Promise<InstallPlan> {
+  const { adopt = false, createdAtColumn, shippedAtColumn, bookkeeping, stateCodes, log } = options;
+  if (bookkeeping !== undefined && bookkeeping !== 'full' && bookkeeping !== 'automation') {
+    throw new InvalidArgumentError(`bookkeeping must be full or automation, not ${JSON.stringify(bookkeeping)}`);
+  }
+  for (const [name, code] of Object.entries(stateCodes ?? {})) {
+    if (!orderStates.includes(name as OrderState)) {
+      throw new InvalidArgumentError(`unknown state "${name}": the states are ${orderStates.join(', ')}`);
+    }
+    if (!Number.isInteger(code) || code < -32768 || code > 32767) {
+      throw new InvalidArgumentError(
+        `the code of state ${name} must be a whole number from -32768 to 32767, not ${code}`,
+      );
+    }
+  }
+  const codes = orderStates.map((state, i) => stateCodes?.[state] ?? i);
+  if (new Set(codes).size !== codes.length) {
+    throw new InvalidArgumentError(
+      `the five state codes must be different, not ${orderStates.map((state, i) => `${state}=${codes[i]}`).join(', ')}`,
+    );
+  }
+  if ((createdAtColumn !== undefined || shippedAtColumn !== undefined) && !adopt) {
+    throw new InvalidArgumentError(
+      'createdAtColumn and shippedAtColumn (--created-at-column, --shipped-at-column) need adopt (--adopt)',
+    );
+  }
+  const none: InstallPlan = { adopt: false, bookkeeping: '', stateCodes: '', backfill: {} };
+  if (await packageInstalled(client, migrationsTable)) {
+    if (adopt || bookkeeping !== undefined || stateCodes !== undefined || createdAtColumn || shippedAtColumn) {
+      log?.(
+        'order-automation is already installed here: adopt, bookkeeping and state codes apply to a first install only (change settings with order-automation settings set)',
+      );
+    }
+    return none;
+  }
+  const found = await existingShopTables(client);
+  if (found.length > 0 && !adopt) throw adoptionRequired(found);
+  const plan: InstallPlan = {
+    adopt: found.length > 0,
+    bookkeeping: bookkeeping ?? (adopt ? 'automation' : ''),
+    stateCodes: stateCodes === undefined ? '' : JSON.stringify(stateCodes),
+    backfill: { createdAtColumn, shippedAtColumn },
+  };
+  if (adopt && found.length === 0) log?.("no shop table to adopt here: installing the package's own");
+  if (plan.adopt) {
+    const mismatches = await adoptionMismatches(client, found, plan.backfill);
+    if (mismatches.length > 0) throw adoptionRefused(mismatches);
+    log?.(`adopting ${found.join(', ')}: kept as they are; the package adds its own columns, indexes and triggers`);
+  }
+  return plan;
+}
+
+/** An adopted database goes down whole: reverting the adopting release alone would leave earlier ones that cannot run on the app's tables. */
+async function checkAdoptedDown(client: pg.ClientBase, count: number): Promise<void> {
+  const { rows } = await client.query<{ adopted: boolean }>(
+    `select pg_catalog.to_regclass('order_automation.adopted_table') is not null as adopted`,
+  );
+  if (!rows[0]!.adopted) return;
+  const adopted = await client.query<{ adopted: boolean }>(
+    'select exists (select from order_automation.adopted_table) as adopted',
+  );
+  if (!adopted.rows[0]!.adopted) return;
+  const applied = (
+    await client.query<{ name: string }>(`select name from public.${migrationsTable} order by run_on, id`)
+  ).rows.map((r) => r.name);
+  const kept = applied.slice(0, Math.max(0, applied.length - count));
+  if (kept.length > 0 && !kept.includes(adoptionRelease)) {
+    throw new InvalidArgumentError(
+      `this database was adopted (order-automation was installed onto an app's own tables by ${adoptionRelease}): ` +
+        `it can go down whole (order-automation migrate --down), which keeps the app's tables and rows, but not to a release before ${adoptionRelease}. Nothing was changed.`,
+    );
+  }
+}
+
 /** Applies (or reverts) the package's migrations; see MigrateOptions. Safe to run twice or concurrently. */
 export async function migrate(db: Db, options: MigrateOptions = {}): Promise<MigrateResult> {
   const { direction = 'up', schedule = true, log } = options;
@@ -177,6 +284,10 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
     const remote = place.cronDatabase !== null && place.cronDatabase !== place.current;
     const external = schedule && remote;
     if (direction === 'up' && external) await checkCronDatabase(db, place);
+    // Decided before anything changes: a refusal leaves the database as it was.
+    let plan: InstallPlan = { adopt: false, bookkeeping: '', stateCodes: '', backfill: {} };
+    if (direction === 'up') plan = await installPlan(client, options);
+    else await checkAdoptedDown(client, options.count ?? Infinity);
 
     // node-pg-migrate keeps its table in schema public, where other roles may be allowed to create
     // objects: one planted there before the first install (a trigger on it, or rows saying the
@@ -209,6 +320,21 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
     await client.query(`select pg_catalog.set_config('order_automation.schedule', $1, false)`, [
       !schedule ? 'off' : remote ? 'external' : 'on',
     ]);
+    // How to install, for the migrations to read (0005_adopt); cleared below whatever happens.
+    await client.query(
+      `select pg_catalog.set_config('order_automation.adopt', $1, false),
+              pg_catalog.set_config('order_automation.bookkeeping', $2, false),
+              pg_catalog.set_config('order_automation.state_codes', $3, false),
+              pg_catalog.set_config('order_automation.created_at_column', $4, false),
+              pg_catalog.set_config('order_automation.shipped_at_column', $5, false)`,
+      [
+        plan.adopt ? 'on' : '',
+        plan.bookkeeping,
+        plan.stateCodes,
+        plan.backfill.createdAtColumn ?? '',
+        plan.backfill.shippedAtColumn ?? '',
+      ],
+    );
     try {
       // One transaction: a failing up or down changes nothing, here or in pg_cron (a down touches
       // pg_cron's other database only once it has committed).
@@ -274,7 +400,13 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
       }
       return { migrations: ran.map((m) => m.name), scheduledIn };
     } finally {
-      await client.query(`select pg_catalog.set_config('order_automation.schedule', '', false)`).catch(() => undefined);
+      await client
+        .query(
+          `select pg_catalog.set_config(name, '', false) from pg_catalog.unnest(array['order_automation.schedule', 'order_automation.adopt',
+             'order_automation.bookkeeping', 'order_automation.state_codes', 'order_automation.created_at_column',
+             'order_automation.shipped_at_column', 'order_automation.adoption_removed']) name`,
+        )
+        .catch(() => undefined);
     }
   }).catch((error: unknown) => {
     throw toOrderAutomationError(error);

@@ -58,7 +58,41 @@ export const settingsDescriptor = {
     nullable: false,
     doc: "the run log and pg_cron's run details of the jobs are kept this long",
   },
-} as const satisfies Record<string, { column: string; kind: 'interval' | 'integer'; nullable: boolean; doc: string }>;
+  bookkeeping: {
+    column: 'bookkeeping',
+    kind: 'text',
+    nullable: false,
+    doc: "full: the database books every writer's changes; automation: only the package's own jobs",
+  },
+  stateUnpaid: {
+    column: 'state_unpaid',
+    kind: 'integer',
+    nullable: false,
+    doc: 'the code new_order.state uses for unpaid',
+  },
+  statePaid: { column: 'state_paid', kind: 'integer', nullable: false, doc: 'the code new_order.state uses for paid' },
+  stateShipped: {
+    column: 'state_shipped',
+    kind: 'integer',
+    nullable: false,
+    doc: 'the code new_order.state uses for shipped',
+  },
+  stateReceived: {
+    column: 'state_received',
+    kind: 'integer',
+    nullable: false,
+    doc: 'the code new_order.state uses for received',
+  },
+  stateCancelled: {
+    column: 'state_cancelled',
+    kind: 'integer',
+    nullable: false,
+    doc: 'the code new_order.state uses for cancelled (an adopted app may use -1)',
+  },
+} as const satisfies Record<
+  string,
+  { column: string; kind: 'interval' | 'integer' | 'text'; nullable: boolean; doc: string }
+>;
 
 type Descriptor = typeof settingsDescriptor;
 export type SettingName = keyof Descriptor;

@@ -42,6 +42,8 @@ export interface OrderRow {
   held_at: Date | null;
   hold_reason: string | null;
   receipt_extended_at: Date | null;
+  /** Added by the adopt change: the state's name for the codes in settings (see orders.ts). */
+  state_name?: OrderState | null;
 }
 
 export function toOrder(row: OrderRow): Order {
@@ -49,7 +51,7 @@ export function toOrder(row: OrderRow): Order {
     orderId: row.order_id,
     userId: row.user_id,
     storeId: row.store_id,
-    state: stateName(row.state)!,
+    state: row.state_name !== undefined ? row.state_name! : stateName(row.state)!,
     createdAt: row.created_at,
     paidAt: row.paid_at,
     shippedAt: row.shipped_at,

@@ -8,7 +8,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, test } from 'vitest';
-import { migrate, migrationsDir } from '../src/index.js';
+import { AdoptionRequiredError, migrate, migrationsDir } from '../src/index.js';
 import { createTestDatabase, type TestDatabase } from './helpers.js';
 
 const created: TestDatabase[] = [];
@@ -131,13 +131,29 @@ describe('migrations', () => {
 
   test('a failing migration leaves nothing half-applied', async () => {
     const db = await emptyDatabase();
-    // Something of the app's already holds a name the package needs: the install must fail whole.
-    await db.pool.query('create table public.store (x int)');
-    await expect(migrate(db.url, { schedule: false })).rejects.toThrow(/relation "store" already exists/);
+    // Something of the app's already holds a name the package needs for an index: the install must fail whole.
+    await db.pool.query('create table public.new_order_pay_deadline_due (x int)');
+    await expect(migrate(db.url, { schedule: false })).rejects.toThrow(
+      /relation "new_order_pay_deadline_due" already exists/,
+    );
     const { rows } = await db.pool.query(
       `select count(*)::int n from pg_tables where schemaname = 'public' and tablename <> 'order_automation_migrations'`,
     );
     expect(rows[0].n).toBe(1);
+    expect((await hasPackage(db.pool)).schema).toBe(false);
+  });
+
+  test('migrating onto shop tables an app created is refused, naming them and pointing to --adopt, and leaves no table behind', async () => {
+    const db = await emptyDatabase();
+    await db.pool.query('create table public.store (x int); create table public."user" (user_id text primary key)');
+    const error = await migrate(db.url, { schedule: false }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AdoptionRequiredError);
+    expect((error as Error).message).toMatch(/^public\."user" and public\.store already exist and were not created/);
+    expect((error as Error).message).toContain('order-automation migrate --adopt');
+    const { rows } = await db.pool.query<{ name: string }>(
+      `select tablename as name from pg_tables where schemaname = 'public' order by 1`,
+    );
+    expect(rows.map((r) => r.name)).toEqual(['store', 'user']);
     expect((await hasPackage(db.pool)).schema).toBe(false);
   });
 });

@@ -21,6 +21,13 @@ const defaults = {
   remindBefore: null,
   purgeCancelledAfter: null,
   historyRetention: '30 days',
+  // Added by the adopt change: who books, and the state codes.
+  bookkeeping: 'full',
+  stateUnpaid: 0,
+  statePaid: 1,
+  stateShipped: 2,
+  stateReceived: 3,
+  stateCancelled: 4,
 };
 
 describe('settings', () => {

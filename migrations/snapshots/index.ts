@@ -105,6 +105,22 @@ export function previous(name: string): string {
 }
 
 /**
+ * Every routine file (numbered 050 and up) as released through `name`, whole, in file order: what an
+ * install onto an app's own tables (which skips the earlier releases) applies at once.
+ */
+export function routinesAsOf(name: string): string {
+  const through = releases().filter((r) => r <= name);
+  const files = [...new Set(through.flatMap((r) => sections(r).map((s) => s.file)))].filter((f) => !/^0[0-4]/.test(f));
+  return files
+    .sort()
+    .flatMap((f) => {
+      const text = compose(f, through)?.text;
+      return text === undefined ? [] : [`-- >>> ${f}\n${text}`];
+    })
+    .join('\n');
+}
+
+/**
  * A file's text as the snapshots store it and compare it: every byte counts (comments too, so a
  * snapshot never disagrees with sql/), but for trailing whitespace at the end.
  */

@@ -67,6 +67,13 @@ const outOfRange: Record<string, (string | number | null)[]> = {
   remind_before: ['0', '-1 minute'],
   purge_cancelled_after: ['-1 second', '-1 day'],
   history_retention: ['59 minutes', '0', '-1 day', null],
+  // Added by the adopt change: who books, and five different state codes within smallint.
+  bookkeeping: ['none', 'FULL', 'automatic', null],
+  state_unpaid: [1, 4, 32_768, null],
+  state_paid: [0, 2, -32_769, null],
+  state_shipped: [1, 3, 100_000, null],
+  state_received: [2, 4, null],
+  state_cancelled: [0, 3, null],
 };
 /** Not values at all, for any setting. */
 const nonsense = [
@@ -334,7 +341,8 @@ const templates: Template[] = [
     valid: (v, db) =>
       sqlAccepts(
         db,
-        `update order_automation.settings set ${column} = $1::${column === 'batch_size' ? 'integer' : 'interval'}`,
+        // The adopt change added a text setting and smallint ones beside the intervals and batch_size.
+        `update order_automation.settings set ${column} = $1::${column === 'batch_size' ? 'integer' : column.startsWith('state_') ? 'smallint' : column === 'bookkeeping' ? 'text' : 'interval'}`,
         v,
       ),
   })),
