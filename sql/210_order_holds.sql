@@ -59,7 +59,7 @@ as $$
 declare
   o public.new_order;
   s order_automation.settings := (select x from order_automation.settings x);
-  safe_for interval := coalesce(payment_started.grace, (select s.payment_grace from order_automation.settings s));
+  safe_for interval := coalesce(payment_started.grace, s.payment_grace);
 begin
   if length(payment_started.order_id) > 255 then
     raise exception using errcode = 'OA006',
@@ -99,7 +99,7 @@ as $$
 declare
   o public.new_order;
   s order_automation.settings := (select x from order_automation.settings x);
-  extension interval := coalesce(extend_receipt.by, (select s.receipt_extension from order_automation.settings s));
+  extension interval := coalesce(extend_receipt.by, s.receipt_extension);
 begin
   if length(extend_receipt.order_id) > 255 then
     raise exception using errcode = 'OA006',

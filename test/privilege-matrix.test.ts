@@ -34,6 +34,8 @@ const expected: Record<string, Decision> = {
   'table order_automation.order_failure': { admin: 'INSERT SELECT' },
   'table order_automation.job': { admin: 'SELECT' },
   'table order_automation.job_claim': ownerOnly,
+  // The app's tables an adoption kept (empty on a fresh install): the installer's alone.
+  'table order_automation.adopted_table': ownerOnly,
   'sequence order_automation.order_event_id_seq': ownerOnly,
   'sequence order_automation.run_id_seq': ownerOnly,
   'sequence order_automation.order_failure_id_seq': ownerOnly,
@@ -96,6 +98,15 @@ const expected: Record<string, Decision> = {
   'function order_automation.write_reminders(smallint,text[])': ownerOnly,
   'function order_automation.move_stock(text[],text[],integer[],text[])': ownerOnly,
   'function order_automation.tg_settings__keep_one_row()': ownerOnly,
+  // Settings triggers: a change of the state codes rebuilds the partial indexes, as the owner.
+  'function order_automation.tg_settings__state_codes()': trigger,
+  'function order_automation.index_state_codes()': { definer: true },
+  // The bookkeeping of the package's own jobs, called by the lifecycle triggers as the owner.
+  'function order_automation.book_job_outcomes(text,text[])': ownerOnly,
+  'function order_automation.move_money(text[],bigint[],text[])': ownerOnly,
+  'function order_automation.restock(text[])': ownerOnly,
+  'function order_automation.seller_credits(text[])': ownerOnly,
+  'function order_automation.tg_new_order__keep_outcome()': trigger,
   'function order_automation.tg_new_order__before_insert()': trigger,
   'function order_automation.tg_new_order__keep_identity()': trigger,
   'function order_automation.tg_new_order__stamp()': trigger,

@@ -83,10 +83,15 @@ describe('reminders never stop a run', () => {
   });
 
   test('a remind_before so far ahead that the reminder window overflows never stops the run', async () => {
-    await db.pool.query(`update order_automation.settings set remind_before = interval '300000 years'`);
+    // remind_before is bounded (365 days), so the window overflows only for a run as_of near the end
+    // of time: due1 is due then, far's deadline lies between as_of and the end of time.
+    await db.pool.query(`update order_automation.settings set remind_before = interval '365 days'`);
     await unpaid(['due1'], '-1 minute');
-    await unpaid(['far'], '1000 years');
-    expect(await cancelExpiredOrders(db.pool)).toEqual({ cancelled: 1 });
+    await unpaid(['far'], '292250 years');
+    const { rows } = await db.pool.query<{ cancelled: string }>(
+      `call order_automation.cancel_expired_orders(as_of => '294276-06-01 00:00:00+00')`,
+    );
+    expect(rows).toEqual([{ cancelled: '1' }]);
     expect(await reminded()).toEqual(['far']);
   });
 

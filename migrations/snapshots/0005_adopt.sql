@@ -648,12 +648,14 @@
    'Cancels an unpaid or paid order: books back on the shelf, a paid order refunded. OA001 otherwise';
 
 -- >>> 210_order_holds.sql diff
-@@ -59,4 +59,5 @@
+@@ -59,5 +59,6 @@
  declare
    o public.new_order;
+-  safe_for interval := coalesce(payment_started.grace, (select s.payment_grace from order_automation.settings s));
 +  s order_automation.settings := (select x from order_automation.settings x);
-   safe_for interval := coalesce(payment_started.grace, (select s.payment_grace from order_automation.settings s));
++  safe_for interval := coalesce(payment_started.grace, s.payment_grace);
  begin
+   if length(payment_started.order_id) > 255 then
 @@ -75,7 +76,7 @@
      raise exception using errcode = 'OA005', message = format('order %s does not exist', payment_started.order_id);
    end if;
@@ -664,12 +666,14 @@
 +      message = format('order %s is in state %s: a payment can start only while it is unpaid (%s)', o.order_id, o.state, s.state_unpaid);
    end if;
    perform set_config('order_automation.cause', 'payment_started', true);
-@@ -98,4 +99,5 @@
+@@ -98,5 +99,6 @@
  declare
    o public.new_order;
+-  extension interval := coalesce(extend_receipt.by, (select s.receipt_extension from order_automation.settings s));
 +  s order_automation.settings := (select x from order_automation.settings x);
-   extension interval := coalesce(extend_receipt.by, (select s.receipt_extension from order_automation.settings s));
++  extension interval := coalesce(extend_receipt.by, s.receipt_extension);
  begin
+   if length(extend_receipt.order_id) > 255 then
 @@ -112,7 +114,7 @@
      raise exception using errcode = 'OA005', message = format('order %s does not exist', extend_receipt.order_id);
    end if;
