@@ -20,9 +20,11 @@ set search_path = pg_catalog, pg_temp
 set timezone = 'UTC'
 as $$
 begin
+  -- Messages name a state as the TypeScript API does, with the code a plain UPDATE writes: 'paid (1)'.
   if new.state <> 0 then
     raise exception using errcode = 'OA001',
-      message = format('order %s must be placed unpaid (state 0), not in state %s', new.order_id, new.state);
+      message = format('order %s must be placed unpaid (0), not %s', new.order_id,
+                       coalesce((array['unpaid','paid','shipped','received','cancelled'])[new.state + 1], 'state') || ' (' || new.state || ')');
   end if;
   if new.pay_deadline is null then
     new.pay_deadline := new.created_at + coalesce(
@@ -131,8 +133,10 @@ begin
   end if;
   if bad_order is not null then
     raise exception using errcode = 'OA001',
-      message = format('order %s cannot change from state %s to state %s', bad_order, bad_from, bad_to),
-      hint = 'Allowed: 0 unpaid -> 1 paid -> 2 shipped -> 3 received; 0 or 1 -> 4 cancelled.';
+      message = format('order %s cannot change from %s to %s', bad_order,
+                       coalesce((array['unpaid','paid','shipped','received','cancelled'])[bad_from + 1], 'state') || ' (' || bad_from || ')',
+                       coalesce((array['unpaid','paid','shipped','received','cancelled'])[bad_to + 1], 'state') || ' (' || bad_to || ')'),
+      hint = 'Allowed: unpaid (0) -> paid (1) -> shipped (2) -> received (3); unpaid or paid -> cancelled (4).';
   end if;
 
   -- Money held by orders moves between balances; totals are summed per user in one statement.
@@ -232,7 +236,8 @@ begin
   select o.order_id, o.state into bad from old_orders o where o.state in (1, 2, 3) limit 1;
   if found then
     raise exception using errcode = 'OA001',
-      message = format('order %s cannot be deleted in state %s', bad.order_id, bad.state),
+      message = format('order %s cannot be deleted while %s', bad.order_id,
+                       coalesce((array['unpaid','paid','shipped','received','cancelled'])[bad.state + 1], 'state') || ' (' || bad.state || ')'),
       hint = 'Only unpaid (0) and cancelled (4) orders can be deleted.';
   end if;
   insert into order_automation.order_event (order_id, from_state, to_state, cause)

@@ -50,7 +50,8 @@ begin
   -- that the payment must not be taken.
   if o.state <> 0 then
     raise exception using errcode = 'OA001',
-      message = format('order %s is in state %s: a payment can start only while it is unpaid (0)', o.order_id, o.state);
+      message = format('order %s is %s: a payment can start only while it is unpaid (0)', o.order_id,
+                       coalesce((array['unpaid','paid','shipped','received','cancelled'])[o.state + 1], 'state') || ' (' || o.state || ')');
   end if;
   update public.new_order n set pay_deadline = greatest(n.pay_deadline, safe_until)
    where n.order_id = o.order_id
@@ -78,7 +79,8 @@ begin
   end if;
   if o.state <> 2 then
     raise exception using errcode = 'OA001',
-      message = format('order %s is in state %s: its receipt deadline can be extended only while shipped (2)', o.order_id, o.state);
+      message = format('order %s is %s: its receipt deadline can be extended only while shipped (2)', o.order_id,
+                       coalesce((array['unpaid','paid','shipped','received','cancelled'])[o.state + 1], 'state') || ' (' || o.state || ')');
   end if;
   if o.receipt_extended_at is not null then
     raise exception using errcode = 'OA007',
@@ -105,7 +107,8 @@ begin
     raise exception using errcode = 'OA006', message = format('order %s: a hold needs a reason', o.order_id);
   end if;
   if o.state in (3, 4) then
-    raise exception using errcode = 'OA001', message = format('order %s is in final state %s: it cannot be held', o.order_id, o.state);
+    raise exception using errcode = 'OA001', message = format('order %s is %s, a final state: it cannot be held', o.order_id,
+                                                              coalesce((array['unpaid','paid','shipped','received','cancelled'])[o.state + 1], 'state') || ' (' || o.state || ')');
   end if;
   if o.held_at is not null then
     raise exception using errcode = 'OA008', message = format('order %s is already held since %s (%s)', o.order_id, o.held_at, o.hold_reason);
