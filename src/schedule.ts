@@ -1,12 +1,12 @@
 // Control of the pg_cron schedule: change a job's cron schedule, pause it, resume it — here, or in
 // pg_cron's own database when the jobs were scheduled from there.
 import { type Db, withClient, withDatabase } from './db.js';
-import { nextFireTime } from './cron.js';
+import { scheduleProblem, serverPgCronVersion } from './cron.js';
 import { InvalidArgumentError } from './errors.js';
 import type { JobName } from './types.js';
 
 export interface ScheduleChange {
-  /** Five-field cron syntax, e.g. '*\/5 * * * *'; pg_cron refuses an invalid one and nothing changes. */
+  /** Cron syntax, e.g. '*\/5 * * * *' (from pg_cron 1.5 also '30 seconds'); an invalid one is refused and nothing changes. */
   schedule?: string;
   /** false pauses the job, true resumes it. */
   active?: boolean;
@@ -15,12 +15,10 @@ export interface ScheduleChange {
 /** Changes a job's schedule and/or pauses or resumes it, all or nothing. */
 export async function setSchedule(db: Db, job: JobName, change: ScheduleChange): Promise<void> {
   // pg_cron judges a schedule only where it lives and only for a scheduled job: judge it here too,
-  // or a schedule it would refuse is stored now and breaks the next migrate.
-  if (change.schedule !== undefined && nextFireTime(change.schedule) === null) {
-    throw new InvalidArgumentError(
-      `"${change.schedule}" is not a cron schedule pg_cron accepts (five fields: minute hour day month weekday, e.g. "*/5 * * * *")`,
-      { sqlstate: 'OA006' },
-    );
+  // by the server's pg_cron, or a schedule it would refuse is stored now and breaks the next migrate.
+  if (change.schedule !== undefined) {
+    const problem = scheduleProblem(change.schedule, await serverPgCronVersion(db));
+    if (problem) throw new InvalidArgumentError(problem, { sqlstate: 'OA006' });
   }
   await withClient(db, async (client) => {
     await client.query('begin');
