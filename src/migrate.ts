@@ -5,6 +5,7 @@ import pg from 'pg';
 import { runner } from 'node-pg-migrate';
 import { type Db, withClient, withDatabase } from './db.js';
 import { OrderAutomationError, PgCronUnavailableError, toOrderAutomationError } from './errors.js';
+import { confirmDown, installPreflight } from './migrate-checks.js';
 
 export const migrationsDir = fileURLToPath(new URL('../migrations', import.meta.url));
 export const migrationsTable = 'order_automation_migrations';
@@ -17,8 +18,12 @@ export interface MigrateOptions {
   count?: number;
   /** false installs without pg_cron jobs: you then call the procedures yourself. Default true. */
   schedule?: boolean;
-  /** Progress lines (default: silent). */
+  /** Lines worth telling: jobs scheduled elsewhere, warnings (default: silent). */
   log?: (line: string) => void;
+  /** Also node-pg-migrate's own lines (the migrations run; on a failure, the SQL that failed) to `log`. */
+  verbose?: boolean;
+  /** `down` drops the bookstore's tables and the order history: when they hold rows, only with confirm: true. */
+  confirm?: boolean;
 }
 
 export interface MigrateResult {
@@ -73,17 +78,16 @@ async function checkCronDatabase(db: Db, place: CronPlace): Promise<void> {
 /** Applies (or reverts) the package's migrations; see MigrateOptions. Safe to run twice or concurrently. */
 export async function migrate(db: Db, options: MigrateOptions = {}): Promise<MigrateResult> {
   const { direction = 'up', schedule = true, log } = options;
-  const logger = {
-    debug: () => undefined,
-    info: log ?? (() => undefined),
-    warn: log ?? (() => undefined),
-    error: log ?? (() => undefined),
-  };
+  // node-pg-migrate's lines (and, on a failure, the whole SQL that failed) only when asked for.
+  const quiet = () => undefined;
+  const npm = options.verbose ? (log ?? quiet) : quiet;
+  const logger = { debug: quiet, info: npm, warn: npm, error: npm };
   return withClient(db, async (client) => {
     const place = await cronPlace(client);
     const external = schedule && place.loaded && place.cronDatabase !== null && place.cronDatabase !== place.current;
 
     if (direction === 'down') {
+      await confirmDown(client, { count: options.count, confirm: options.confirm === true });
       // Jobs scheduled from pg_cron's database must be removed from there; the migration removes local ones.
       const remote = await client
         .query<{ jobname: string; cron_database: string }>(
@@ -99,6 +103,12 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
       }
     } else if (external) {
       await checkCronDatabase(db, place);
+    }
+    if (direction === 'up') {
+      await installPreflight(client, {
+        cronHere: schedule && place.loaded && place.cronDatabase === place.current,
+        log,
+      });
     }
 
     // node-pg-migrate keeps its table in schema public, where other roles may be allowed to create
@@ -172,6 +182,14 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
       await client.query(`select set_config('order_automation.schedule', '', false)`).catch(() => undefined);
     }
   }).catch((error: unknown) => {
-    throw toOrderAutomationError(error);
+    throw failedMigration(error);
   });
+}
+
+/** A failure as one paragraph: the package's errors and the server's as they are; node-pg-migrate's own (several lines, a stack) cut to their first line. */
+function failedMigration(error: unknown): unknown {
+  const mapped = toOrderAutomationError(error);
+  if (mapped instanceof OrderAutomationError || typeof (mapped as { code?: unknown }).code === 'string') return mapped;
+  const message = mapped instanceof Error ? mapped.message : String(mapped);
+  return new OrderAutomationError(`migrating failed: ${message.split('\n')[0]!.trim()}`, { cause: error });
 }

@@ -33,13 +33,16 @@ export interface Command {
 }
 
 export const migrateCommand: Command = {
-  usage: 'migrate [--down] [--no-schedule]',
+  usage: 'migrate [--down [--yes]] [--no-schedule] [--verbose]',
   summary: 'install the package (or, with --down, remove it) and schedule its pg_cron jobs',
   details: `Applies every pending migration in one transaction; running it twice, or twice at once, does no harm.
-  --down          revert every migration: removes the package's schema, tables and pg_cron jobs
+  --down          revert every migration: removes the package's schema, tables and pg_cron jobs; when
+                  the bookstore's tables or the order history hold rows, only with --yes
+  --yes           confirm that --down drops those tables with their rows
+  --verbose       also print node-pg-migrate's own lines (and, on a failure, the SQL that failed)
   --no-schedule   install without pg_cron jobs (same as ORDER_AUTOMATION_SCHEDULE=off); you then run
                   the automation yourself, e.g. with order-automation run cancel`,
-  options: ['down', 'no-schedule'],
+  options: ['down', 'no-schedule', 'yes', 'verbose'],
   async run({ url, args, values, log }) {
     noMore(args); // "migrate down" is not --down: refuse it rather than migrate up
     const down = values.down === true;
@@ -47,6 +50,8 @@ export const migrateCommand: Command = {
       direction: down ? 'down' : 'up',
       schedule: values['no-schedule'] !== true && scheduleFromEnv(),
       log,
+      verbose: values.verbose === true,
+      confirm: values.yes === true,
     });
     const lines = result.migrations.map((name) => `${down ? 'reverted' : 'applied'} ${name}`);
     if (lines.length === 0) lines.push(down ? 'nothing to revert' : 'already up to date: no migration to apply');
