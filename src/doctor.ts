@@ -349,7 +349,8 @@ async function examine(db: Db, client: pg.Client, schedule: boolean): Promise<Do
   // The installing role's own rights.
   const facts = await roleFacts(client, installer);
   if (schedule && !facts.superuser) {
-    // The installer reads shared_preload_libraries and cron.database_name to find pg_cron.
+    // migrate reads shared_preload_libraries and cron.database_name to find pg_cron. Once it finds
+    // pg_cron by its extension where that is in this database, only the other placement needs this.
     const readsSettings =
       b.installedBy === null || b.installedBy === b.role
         ? b.readsSettings

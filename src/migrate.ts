@@ -31,6 +31,8 @@ export interface MigrateResult {
   migrations: string[];
   /** Where the pg_cron jobs run: this database's name, pg_cron's database, or null (no schedule). */
   scheduledIn: string | null;
+  /** What went on despite a problem, e.g. the package's roles not created for lack of CREATEROLE (also told to `log`). */
+  warnings: string[];
 }
 
 interface CronPlace {
@@ -104,11 +106,14 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
     } else if (external) {
       await checkCronDatabase(db, place);
     }
+    const warnings: string[] = [];
     if (direction === 'up') {
-      await installPreflight(client, {
-        cronHere: schedule && place.loaded && place.cronDatabase === place.current,
-        log,
-      });
+      warnings.push(
+        ...(await installPreflight(client, {
+          cronHere: schedule && place.loaded && place.cronDatabase === place.current,
+          log,
+        })),
+      );
     }
 
     // node-pg-migrate keeps its table in schema public, where other roles may be allowed to create
@@ -177,7 +182,7 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
         );
         scheduledIn = where.rows[0]?.cron_database ?? null;
       }
-      return { migrations: ran.map((m) => m.name), scheduledIn };
+      return { migrations: ran.map((m) => m.name), scheduledIn, warnings };
     } finally {
       await client.query(`select set_config('order_automation.schedule', '', false)`).catch(() => undefined);
     }
