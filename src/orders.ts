@@ -104,14 +104,17 @@ export const releaseOrder = (db: Db, orderId: string): Promise<Order> =>
 export async function getOrder(db: Db, orderId: string): Promise<OrderDetails> {
   const rows = await query<OrderRow & { lines: { book_id: string; count: number; price: string }[]; total: string }>(
     db,
+    // Qualified: a role that may create functions or operators in public must not run code as the caller.
     `
     select o.*,
-           coalesce(json_agg(json_build_object('book_id', d.book_id, 'count', d.count, 'price', d.price::text)
-                             order by d.book_id) filter (where d.order_id is not null), '[]'::json) as lines,
-           coalesce(sum(d.count::bigint * d.price), 0)::text as total
+           coalesce(pg_catalog.json_agg(pg_catalog.json_build_object('book_id', d.book_id, 'count', d.count,
+                                                                     'price', d.price::pg_catalog.text)
+                                        order by d.book_id) filter (where d.order_id is not null),
+                    '[]'::pg_catalog.json) as lines,
+           coalesce(pg_catalog.sum(d.count::pg_catalog.int8 operator(pg_catalog.*) d.price), 0)::pg_catalog.text as total
       from public.new_order o
-      left join public.new_order_detail d on d.order_id = o.order_id
-     where o.order_id = $1::text
+      left join public.new_order_detail d on d.order_id operator(pg_catalog.=) o.order_id
+     where o.order_id operator(pg_catalog.=) $1::pg_catalog.text
      group by o.order_id`,
     [orderId],
   );

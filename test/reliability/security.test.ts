@@ -21,6 +21,8 @@ import {
   purgeCancelledOrders,
   purgeHistory,
   readOrderEvents,
+  getOrder,
+  doctor,
   releaseOrder,
   setSchedule,
   setStoreSettings,
@@ -287,6 +289,8 @@ describe('a role that may create objects in public cannot hijack the package', (
       const status = await getStatus(owner);
       expect(status.jobs.length).toBeGreaterThanOrEqual(2);
       expect((await readOrderEvents(owner, { orderId: 'h1' })).length).toBeGreaterThan(3);
+      expect((await getOrder(owner, 'h1')).lines).toHaveLength(2);
+      expect((await doctor(db.url)).database).toBe(db.name);
       await migrate(owner, { schedule: false }); // already installed: node-pg-migrate's own queries only
     } finally {
       await owner.end();
