@@ -27,6 +27,7 @@ create table order_automation.settings (
   remind_before interval,
   purge_cancelled_after interval,
   history_retention interval not null default '30 days',
+  precision interval not null default '1 second',
   -- Constraint names are the messages a user sees when a value is refused.
   constraint "settings has exactly one row" check (singleton),
   constraint "payment_timeout must be a positive interval" check (payment_timeout > interval '0'),
@@ -38,13 +39,15 @@ create table order_automation.settings (
   constraint "receipt_extension must be a positive interval" check (receipt_extension > interval '0'),
   constraint "remind_before must be a positive interval or NULL (off)" check (remind_before > interval '0'),
   constraint "purge_cancelled_after must be zero or more, or NULL (keep)" check (purge_cancelled_after >= interval '0'),
-  constraint "history_retention must be at least 1 hour" check (history_retention >= interval '1 hour')
+  constraint "history_retention must be at least 1 hour" check (history_retention >= interval '1 hour'),
+  constraint "precision must be between 10 milliseconds and 1 minute"
+    check (precision between interval '10 milliseconds' and interval '1 minute')
 );
 insert into order_automation.settings default values;
 comment on table order_automation.settings is
   'Exactly one row: deadlines of new orders / shipments, batch size and time budget of each run';
 comment on column order_automation.settings.max_run_time is
-  'A run stops starting new batches after this long, so it ends before the next pg_cron tick';
+  'A run called by hand (or by pg_cron at precision 1 minute) stops starting new batches after this long, so it ends before the next pg_cron tick';
 comment on column order_automation.settings.payment_grace is
   'Default of payment_started(): how long an order whose payment is in flight is safe from auto-cancel';
 comment on column order_automation.settings.receipt_extension is
@@ -55,6 +58,8 @@ comment on column order_automation.settings.purge_cancelled_after is
   'purge_cancelled_orders() deletes cancelled orders this long after cancellation (NULL: keep; 0: at once)';
 comment on column order_automation.settings.history_retention is
   'purge_history() deletes the package''s run log and its pg_cron run details older than this';
+comment on column order_automation.settings.precision is
+  'How late after its deadline an order may be processed: pg_cron''s run waits for deadlines until the next tick, checking at least this often (1 minute: one pass per tick)';
 
 create table order_automation.store_settings (
   store_id text primary key references public.user_store on delete cascade,
@@ -92,11 +97,14 @@ create table order_automation.run (
   finished_at timestamptz,
   processed bigint not null default 0,
   failed bigint not null default 0,
-  error text
+  error text,
+  max_lateness interval
 );
 create index run_job_started on order_automation.run (job, id desc);
 comment on table order_automation.run is
   'One row per run of a procedure; finished_at NULL means running, or killed before it could finish';
+comment on column order_automation.run.max_lateness is
+  'The latest, after its deadline, that the run processed an order (processed time minus deadline; negative: before it, for an as_of ahead of now)';
 
 create table order_automation.order_failure (
   id bigint generated always as identity primary key,

@@ -1,0 +1,258 @@
+-- Deadline precision from a minute schedule: the run pg_cron starts waits for deadlines until just
+-- past the next tick, and one such waiter per database serves both jobs on one connection.
+--
+-- Who waits: each run computes the tick it covers up to (the next minute) and takes the session
+-- advisory lock (424201, that tick's minute number): a run whose tick is taken already (the other
+-- job's tick, or pg_cron's queued run of the same job) returns at once. Then it takes the waiter lock
+-- (424201, 0); while the previous tick's waiter holds it, the new run waits, and the old waiter, once
+-- past its own tick, sees the new run's lock and hands over within one sleep slice. A waiter nobody
+-- relieves stops two seconds past its tick, and pg_cron starts the run it queued meanwhile.
+
+create or replace function order_automation.run_waits(as_of timestamptz) returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  -- pg_cron names its connections pg_cron (fallback_application_name); with background workers
+  -- (cron.use_background_workers) the backend type is pg_cron. A run with an as_of is one pass.
+  select run_waits.as_of is null
+     and (select s.precision < interval '1 minute' from order_automation.settings s)
+     and (current_setting('application_name') = 'pg_cron'
+          or (select a.backend_type = 'pg_cron' from pg_stat_get_activity(pg_backend_pid()) a))
+$$;
+comment on function order_automation.run_waits(timestamptz) is
+  'True for the run of a job that pg_cron started (as_of NULL) while precision is under a minute: it then waits for deadlines until just past the next tick';
+
+create or replace function order_automation.waiter_plan(out tick integer, out tick_at timestamptz, out until timestamptz)
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  timeout interval := current_setting('statement_timeout')::interval;
+begin
+  -- Minute ticks are the same instants in every time zone pg_cron may use.
+  tick := floor(extract(epoch from clock_timestamp()) / 60)::integer + 1;
+  tick_at := to_timestamp(tick::bigint * 60);
+  -- Two seconds past the tick: long enough that pg_cron has seen the run still going at its tick,
+  -- and queued the next one, whose start then follows this run's end at once.
+  until := tick_at + interval '2 seconds';
+  -- The CALL is one statement, whatever it commits: a statement_timeout would cancel it. End before.
+  if timeout > interval '0' then
+    until := least(until, statement_timestamp() + timeout - interval '2 seconds');
+  end if;
+end $$;
+comment on function order_automation.waiter_plan() is
+  'For a waiting run starting now: the next minute tick (its minute number and time) and when the run stops, just past it (or before a statement_timeout)';
+
+create or replace function order_automation.start_runs(jobs text[], batch_size integer) returns bigint[]
+language sql
+set search_path = pg_catalog, pg_temp
+set lock_timeout = '5s'
+as $$
+  with started as (
+    insert into order_automation.run (job, as_of, batch_size)
+    select j.job, now(), start_runs.batch_size from unnest(start_runs.jobs) with ordinality j(job, n) order by j.n
+    returning id, job)
+  select array_agg(s.id order by array_position(start_runs.jobs, s.job)) from started s
+$$;
+comment on function order_automation.start_runs(text[], integer) is
+  'Records the start of a waiting run: one run row per job it serves; returns their ids, in the order of jobs';
+
+create or replace function order_automation.finish_runs(run_ids bigint[], error text, job text) returns bigint
+language sql
+set search_path = pg_catalog, pg_temp
+set lock_timeout = '5s'
+as $$
+  with finished as (
+    update order_automation.run r set finished_at = clock_timestamp(), error = finish_runs.error
+     where r.id = any (finish_runs.run_ids)
+    returning r.job, r.processed)
+  select coalesce(sum(f.processed) filter (where f.job = finish_runs.job), 0)::bigint from finished f
+$$;
+comment on function order_automation.finish_runs(bigint[], text, text) is
+  'Records the end of a waiting run (and its error, if any) in its run rows; returns how many orders it processed for job';
+
+create or replace function order_automation.waiter_pass(
+  jobs text[], pass_at timestamptz, until timestamptz, skip_ids text[],
+  out due boolean, out wake timestamptz, out serving text[]
+)
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  precision interval := (select s.precision from order_automation.settings s);
+  next_deadline timestamptz;
+begin
+  -- Everything a pass of a waiting run asks, in one call (PL/pgSQL, so that its plans are kept for
+  -- the session): index probes of each job's partial index for an order due now (not one that failed
+  -- in this run) and for the next deadline after now; and the jobs to serve.
+  due := false;
+  if 'cancel_expired_orders' = any (waiter_pass.jobs) then
+    due := exists (select from public.new_order o
+                    where o.state = 0 and o.held_at is null and o.pay_deadline <= waiter_pass.pass_at
+                      and o.order_id <> all (waiter_pass.skip_ids));
+    next_deadline := (select o.pay_deadline from public.new_order o
+                       where o.state = 0 and o.held_at is null and o.pay_deadline > waiter_pass.pass_at
+                       order by o.pay_deadline limit 1);
+  end if;
+  if 'confirm_shipped_orders' = any (waiter_pass.jobs) then
+    due := due or exists (select from public.new_order o
+                           where o.state = 2 and o.held_at is null and o.receipt_deadline <= waiter_pass.pass_at
+                             and o.order_id <> all (waiter_pass.skip_ids));
+    next_deadline := least(next_deadline,
+                           (select o.receipt_deadline from public.new_order o
+                             where o.state = 2 and o.held_at is null and o.receipt_deadline > waiter_pass.pass_at
+                             order by o.receipt_deadline limit 1));
+  end if;
+  if 'purge_cancelled_orders' = any (waiter_pass.jobs) then
+    due := due or exists (select from public.new_order o
+                           where o.state = 4 and o.cancelled_at <= waiter_pass.pass_at
+                             and o.order_id <> all (waiter_pass.skip_ids));
+  end if;
+  -- At least once per precision, for deadlines moved or orders placed meanwhile; and passes a tenth
+  -- of the precision apart at least, so that a stream of deadlines is taken in batches rather than
+  -- one order a pass.
+  wake := least(greatest(least(next_deadline, waiter_pass.pass_at + precision), waiter_pass.pass_at + precision / 10),
+                waiter_pass.until);
+  -- Active jobs only: pausing one stops its waiting too. Purging at once (purge_cancelled_after = 0)
+  -- follows the cancellations within a pass, as the one-pass run purges after cancelling.
+  serving := (select coalesce(array_agg(j.job order by j.job), '{}')
+                from order_automation.job j
+               where j.active
+                 and (j.job in ('cancel_expired_orders', 'confirm_shipped_orders')
+                      or (j.job = 'purge_cancelled_orders'
+                          and (select s.purge_cancelled_after = interval '0' from order_automation.settings s)
+                          and exists (select from order_automation.job c where c.job = 'cancel_expired_orders' and c.active))));
+end $$;
+comment on function order_automation.waiter_pass(text[], timestamptz, timestamptz, text[]) is
+  'A pass of a waiting run: whether its jobs have orders due at pass_at (skip_ids aside); when to make the next pass (the next deadline, within [precision / 10, precision] of pass_at, not after until); and the jobs it should serve now';
+
+create or replace function order_automation.successor_waiting(tick integer) returns boolean
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return exists (
+    select from pg_locks l
+     where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+       and l.database = (select d.oid from pg_database d where d.datname = current_database())
+       and l.classid = 424201::oid and l.objid::bigint > successor_waiting.tick);
+end $$;
+comment on function order_automation.successor_waiting(integer) is
+  'True when the run of a later tick than tick is waiting to take over as this database''s waiter';
+
+create or replace procedure order_automation.wait_for_due_orders(job text, batch_size integer, inout processed bigint)
+language plpgsql
+as $$
+declare
+  tick integer;
+  tick_at pg_catalog.timestamptz;
+  until pg_catalog.timestamptz;
+  jobs pg_catalog.text[];
+  run_ids bigint[];
+  one pg_catalog.text;
+  pass_at pg_catalog.timestamptz;
+  pass_batch_size integer;
+  wake pg_catalog.timestamptz;
+  due boolean;
+  serving pg_catalog.text[];
+  skip_ids pg_catalog.text[] := '{}'::pg_catalog.text[];
+  handed_over boolean := false;
+  err_job pg_catalog.text;
+  err_state pg_catalog.text;
+  err_message pg_catalog.text;
+begin
+  processed := 0;
+  if wait_for_due_orders.batch_size operator(pg_catalog.<) 1
+     or wait_for_due_orders.batch_size operator(pg_catalog.>) 1000000 then
+    raise exception using errcode = 'OA006',
+      message = pg_catalog.format('batch_size must be between 1 and 1000000, not %s', wait_for_due_orders.batch_size);
+  end if;
+  select p.tick, p.tick_at, p.until into tick, tick_at, until from order_automation.waiter_plan() p;
+  -- This tick is covered already: by the other job's run, or by this job's, queued by pg_cron.
+  if not pg_catalog.pg_try_advisory_lock(424201, tick) then
+    return;
+  end if;
+  -- Take over from the previous tick's waiter, which ends once it sees this run's lock.
+  while not pg_catalog.pg_try_advisory_lock(424201, 0) loop
+    commit;
+    if pg_catalog.clock_timestamp() operator(pg_catalog.>=) until then
+      perform pg_catalog.pg_advisory_unlock(424201, tick);
+      return;
+    end if;
+    perform pg_catalog.pg_sleep(0.05);
+  end loop;
+  commit;
+
+  -- A run (one row per job served) lasts until the waiter stops, or until the jobs to serve change
+  -- (one paused or resumed): the rows are then finished and new ones started.
+  <<serving>>
+  loop
+    select p.serving into jobs from order_automation.waiter_pass('{}', pg_catalog.clock_timestamp(), until, '{}') p;
+    exit serving when pg_catalog.cardinality(jobs) operator(pg_catalog.=) 0;
+    pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
+    run_ids := order_automation.start_runs(jobs, pass_batch_size);
+    commit;
+    perform pg_catalog.set_config('lock_timeout', '5s', true);
+    begin
+      foreach one in array jobs loop
+        perform order_automation.remind_due_soon(one, pg_catalog.now());
+      end loop;
+    exception when others or query_canceled then
+      get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+    end;
+    commit;
+
+    <<passes>>
+    loop
+      exit passes when err_state is not null;
+      pass_at := pg_catalog.clock_timestamp();
+      select p.due, p.wake, p.serving into due, wake, serving
+        from order_automation.waiter_pass(jobs, pass_at, until, skip_ids) p;
+      -- A job paused or resumed: the runs end, and new ones start for the jobs to serve now.
+      exit passes when serving operator(pg_catalog.<>) jobs;
+      if due then
+        pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
+        call order_automation.drain_due_orders(jobs, run_ids, pass_at, pass_batch_size, until,
+                                               skip_ids, err_job, err_state, err_message);
+        exit passes when err_state is not null;
+      end if;
+      exit passes when pg_catalog.clock_timestamp() operator(pg_catalog.>=) until;
+      -- Sleep in slices, each its own transaction.
+      loop
+        commit;
+        exit when pg_catalog.clock_timestamp() operator(pg_catalog.>=) wake;
+        if pg_catalog.clock_timestamp() operator(pg_catalog.>=) tick_at and order_automation.successor_waiting(tick) then
+          handed_over := true;
+          exit passes;
+        end if;
+        -- pg_sleep holds a snapshot, hence the backend's xmin, for as long as it sleeps: slices of at
+        -- most half a second keep VACUUM's horizon moving. (Inline, not a function with a SET
+        -- clause: on this path every statement counts, as the cost of waiting.)
+        begin
+          perform pg_catalog.pg_sleep(least(extract(epoch from wake operator(pg_catalog.-) pg_catalog.clock_timestamp()),
+                                            0.5)::double precision);
+        exception when query_canceled then
+          get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+          exit passes;
+        end;
+      end loop;
+    end loop;
+
+    perform pg_catalog.set_config('lock_timeout', '5s', true);
+    processed := processed operator(pg_catalog.+) order_automation.finish_runs(
+      run_ids,
+      case when err_state is not null then pg_catalog.format('%s (SQLSTATE %s)', err_message, err_state) end,
+      wait_for_due_orders.job);
+    commit;
+    exit serving when err_state is not null or handed_over
+                   or pg_catalog.clock_timestamp() operator(pg_catalog.>=) until;
+  end loop;
+
+  perform pg_catalog.pg_advisory_unlock(424201, 0);
+  perform pg_catalog.pg_advisory_unlock(424201, tick);
+  if err_state is not null then
+    raise exception using errcode = err_state, message = err_message;
+  end if;
+end $$;
+comment on procedure order_automation.wait_for_due_orders(text, integer, bigint) is
+  'pg_cron''s run of cancel_expired_orders or confirm_shipped_orders: this database''s one waiter processes the due orders of every active job at their deadlines (at least once per precision) until just past the next tick; returns how many it processed for job';
