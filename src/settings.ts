@@ -22,6 +22,9 @@ export interface Settings {
   purgeCancelledAfter: string | null;
   /** The run log and pg_cron's run details of the jobs are kept this long. */
   historyRetention: string;
+  // Added with deadline precision (to be ported into the settings descriptor).
+  /** How late after its deadline an order may be processed; '00:01:00': one pass per pg_cron tick. */
+  precision: string;
 }
 
 /** The settings' SQL names, as the CLI and the table spell them. */
@@ -35,6 +38,7 @@ export const settingNames = {
   remindBefore: 'remind_before',
   purgeCancelledAfter: 'purge_cancelled_after',
   historyRetention: 'history_retention',
+  precision: 'precision', // added with deadline precision
 } as const satisfies Record<keyof Settings, string>;
 
 const intervalColumns = [
@@ -46,6 +50,7 @@ const intervalColumns = [
   'remind_before',
   'purge_cancelled_after',
   'history_retention',
+  'precision', // added with deadline precision
 ] as const;
 
 /** Column list reading every setting under its TypeScript name (intervals as text). */

@@ -33,6 +33,11 @@ export interface JobStatus {
   /** Orders held (hold / release), so not processed however due. */
   held: number | null;
   nextDeadline: Date | null;
+  /**
+   * The latest after its deadline that the job's last 60 runs processed an order, in milliseconds
+   * (0: none late); null when they processed none.
+   */
+  worstLatenessMs: number | null;
 }
 
 export interface Status {
@@ -57,6 +62,7 @@ interface JobStatusRow {
   due_now: string | null;
   held: string | null;
   next_deadline: Date | null;
+  worst_lateness_ms: number | null;
   database: string;
 }
 
@@ -74,7 +80,8 @@ async function cronActive(
 export async function getStatus(db: Db): Promise<Status> {
   return withClient(db, async (client) => {
     const { rows } = await client.query<JobStatusRow>(
-      'select *, current_database() as database from order_automation.job_status()',
+      `select *, (extract(epoch from worst_lateness) * 1000)::float8 as worst_lateness_ms, current_database() as database
+         from order_automation.job_status()`,
     );
     const settings = await getSettings(client);
     const storeSettings = await getStoreSettings(client);
@@ -118,6 +125,7 @@ export async function getStatus(db: Db): Promise<Status> {
         dueNow: r.due_now === null ? null : Number(r.due_now),
         held: r.held === null ? null : Number(r.held),
         nextDeadline: r.next_deadline,
+        worstLatenessMs: r.worst_lateness_ms,
       };
     });
     return { database, jobs, settings, storeSettings };
