@@ -148,7 +148,7 @@ export function cronLike(url: string, db: pg.Pool, jobs: ScheduledJob[]) {
 export async function scheduledConnections(db: pg.Pool): Promise<number> {
   const { rows } = await db.query<{ n: number }>(
     `select count(*)::int as n from pg_stat_activity
-      where datname = current_database() and application_name = 'pg_cron' and query like 'call order_automation.%'`,
+      where datname = current_database() and application_name = 'pg_cron' and query ilike 'call order_automation.%'`,
   );
   return rows[0]!.n;
 }
