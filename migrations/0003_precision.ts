@@ -33,7 +33,7 @@ export async function down(pgm: MigrationBuilder): Promise<void> {
     drop procedure order_automation.drain_due_orders(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text);
     drop function order_automation.run_waits(timestamptz), order_automation.waiter_plan(),
       order_automation.start_runs(text[], integer),
-      order_automation.finish_runs(bigint[], text, text), order_automation.waiter_pass(text[], timestamptz, timestamptz, text[]),
+      order_automation.finish_runs(bigint[], text, text),
       order_automation.successor_waiting(integer);
     drop function order_automation.process_due_batch(text, timestamptz, integer, bigint, text[]);
     drop function order_automation.process_orders(text, text[]);

@@ -246,4 +246,70 @@ describe.concurrent('the run pg_cron starts waits for deadlines', () => {
     );
     expect(history.rows.map((r) => r.cause)).toEqual(['payment_timeout', 'purge_cancelled_orders']);
   });
+
+  test("the waiting run resolves no operator through the caller's search_path, even one that puts public before pg_catalog", async () => {
+    const db = await shop();
+    await updateSettings(db.pool, { precision: '200 milliseconds' });
+    // Operators the run's own arithmetic and comparisons would resolve to, were they not qualified.
+    const traps: [string, string, string, string][] = [
+      ['>=', 'timestamptz', 'timestamptz', 'boolean'],
+      ['-', 'timestamptz', 'timestamptz', 'interval'],
+      ['+', 'timestamptz', 'interval', 'timestamptz'],
+      ['<>', 'text[]', 'text[]', 'boolean'],
+      ['||', 'text[]', 'text[]', 'text[]'],
+      ['=', 'boolean', 'boolean', 'boolean'],
+      ['=', 'bigint', 'bigint', 'boolean'],
+      ['=', 'integer', 'integer', 'boolean'],
+      ['<', 'integer', 'integer', 'boolean'],
+      ['>', 'integer', 'integer', 'boolean'],
+      ['>', 'bigint', 'integer', 'boolean'],
+      ['>=', 'bigint', 'integer', 'boolean'],
+      ['+', 'bigint', 'bigint', 'bigint'],
+      ['+', 'bigint', 'integer', 'bigint'],
+    ];
+    await db.pool.query('create table public.hijack_log (what text not null)');
+    for (const [i, [op, left, right, returns]] of traps.entries()) {
+      await db.pool.query(`
+        create function public.trap_${i}(${left}, ${right}) returns ${returns} language sql set search_path = pg_catalog
+          as $$ insert into public.hijack_log values ('${op}(${left}, ${right})'); select $1 operator(pg_catalog.${op}) $2 $$;
+        create operator public.${op} (leftarg = ${left}, rightarg = ${right}, function = public.trap_${i})`);
+    }
+    await placeDueAt(db.pool, 'h', { unpaid: [inSeconds(0.5)], shipped: [inSeconds(1)] });
+    await roomBeforeTick(10_000);
+    const waiter = await scheduledCall(db.url, 'cancel_expired_orders', '', 'set search_path = public, pg_catalog');
+    await until('both orders to be processed', async () => (await latenessOf(db.pool, 'h')).pending === 0, 5_000);
+    await sleep(500);
+    await db.pool.query(`update order_automation.job set active = false`);
+    expect(await waiter.done).toEqual({ processed: 1 });
+    expect((await db.pool.query('select what from public.hijack_log')).rows).toEqual([]);
+  });
+
+  test('however many passes it makes, a waiting run reads orders through their indexes only, never a whole table', async () => {
+    const db = await shop();
+    await updateSettings(db.pool, { precision: '100 milliseconds' });
+    // A shop's table: orders in every state, their deadlines in no particular order on disk; none due.
+    // (A plan kept generic would scan it whole to find no order due, if a probe allowed that plan.)
+    await db.pool.query(`
+      set session_replication_role = replica;
+      insert into public.new_order (order_id, user_id, store_id, state, pay_deadline, receipt_deadline)
+      select 'n' || i, 'buyer1', 'store1', (array[0, 1, 2, 3, 3, 3, 4])[1 + i % 7],
+             now() + interval '1 day' + random() * interval '30 days', now() + interval '1 day' + random() * interval '30 days'
+        from generate_series(1, 50000) i;
+      reset session_replication_role;
+      analyze public.new_order`);
+    const seqScans = async () =>
+      Number(
+        (await db.pool.query(`select seq_scan from pg_stat_user_tables where relid = 'public.new_order'::regclass`))
+          .rows[0].seq_scan,
+      );
+    const before = await seqScans();
+    await roomBeforeTick(10_000);
+    const waiter = await scheduledCall(db.url, 'cancel_expired_orders');
+    await sleep(3_000); // thirty passes: long past the five after which plans are kept generic
+    await db.pool.query(`update order_automation.job set active = false`);
+    expect(await waiter.done).toEqual({ processed: 0 });
+    await until('the run to report its statistics', async () => (await scheduledConnections(db.pool)) === 0, 5_000);
+    await sleep(1_500);
+    expect(await seqScans()).toBe(before);
+  });
 });

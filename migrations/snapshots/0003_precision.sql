@@ -448,61 +448,6 @@ $$;
 comment on function order_automation.finish_runs(bigint[], text, text) is
   'Records the end of a waiting run (and its error, if any) in its run rows; returns how many orders it processed for job';
 
-create or replace function order_automation.waiter_pass(
-  jobs text[], pass_at timestamptz, until timestamptz, skip_ids text[],
-  out due boolean, out wake timestamptz, out serving text[]
-)
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  precision interval := (select s.precision from order_automation.settings s);
-  next_deadline timestamptz;
-begin
-  -- Everything a pass of a waiting run asks, in one call (PL/pgSQL, so that its plans are kept for
-  -- the session): index probes of each job's partial index for an order due now (not one that failed
-  -- in this run) and for the next deadline after now; and the jobs to serve.
-  due := false;
-  if 'cancel_expired_orders' = any (waiter_pass.jobs) then
-    due := exists (select from public.new_order o
-                    where o.state = 0 and o.held_at is null and o.pay_deadline <= waiter_pass.pass_at
-                      and o.order_id <> all (waiter_pass.skip_ids));
-    next_deadline := (select o.pay_deadline from public.new_order o
-                       where o.state = 0 and o.held_at is null and o.pay_deadline > waiter_pass.pass_at
-                       order by o.pay_deadline limit 1);
-  end if;
-  if 'confirm_shipped_orders' = any (waiter_pass.jobs) then
-    due := due or exists (select from public.new_order o
-                           where o.state = 2 and o.held_at is null and o.receipt_deadline <= waiter_pass.pass_at
-                             and o.order_id <> all (waiter_pass.skip_ids));
-    next_deadline := least(next_deadline,
-                           (select o.receipt_deadline from public.new_order o
-                             where o.state = 2 and o.held_at is null and o.receipt_deadline > waiter_pass.pass_at
-                             order by o.receipt_deadline limit 1));
-  end if;
-  if 'purge_cancelled_orders' = any (waiter_pass.jobs) then
-    due := due or exists (select from public.new_order o
-                           where o.state = 4 and o.cancelled_at <= waiter_pass.pass_at
-                             and o.order_id <> all (waiter_pass.skip_ids));
-  end if;
-  -- At least once per precision, for deadlines moved or orders placed meanwhile; and passes a tenth
-  -- of the precision apart at least, so that a stream of deadlines is taken in batches rather than
-  -- one order a pass.
-  wake := least(greatest(least(next_deadline, waiter_pass.pass_at + precision), waiter_pass.pass_at + precision / 10),
-                waiter_pass.until);
-  -- Active jobs only: pausing one stops its waiting too. Purging at once (purge_cancelled_after = 0)
-  -- follows the cancellations within a pass, as the one-pass run purges after cancelling.
-  serving := (select coalesce(array_agg(j.job order by j.job), '{}')
-                from order_automation.job j
-               where j.active
-                 and (j.job in ('cancel_expired_orders', 'confirm_shipped_orders')
-                      or (j.job = 'purge_cancelled_orders'
-                          and (select s.purge_cancelled_after = interval '0' from order_automation.settings s)
-                          and exists (select from order_automation.job c where c.job = 'cancel_expired_orders' and c.active))));
-end $$;
-comment on function order_automation.waiter_pass(text[], timestamptz, timestamptz, text[]) is
-  'A pass of a waiting run: whether its jobs have orders due at pass_at (skip_ids aside); when to make the next pass (the next deadline, within [precision / 10, precision] of pass_at, not after until); and the jobs it should serve now';
-
 create or replace function order_automation.successor_waiting(tick integer) returns boolean
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -532,6 +477,12 @@ declare
   wake pg_catalog.timestamptz;
   due boolean;
   serving pg_catalog.text[];
+  pass_precision interval;
+  purge_after interval;
+  recheck_at pg_catalog.timestamptz := '-infinity'::pg_catalog.timestamptz;
+  first_pay pg_catalog.timestamptz;
+  first_receipt pg_catalog.timestamptz;
+  first_purge pg_catalog.timestamptz;
   skip_ids pg_catalog.text[] := '{}'::pg_catalog.text[];
   handed_over boolean := false;
   err_job pg_catalog.text;
@@ -561,32 +512,63 @@ begin
   commit;
 
   -- A run (one row per job served) lasts until the waiter stops, or until the jobs to serve change
-  -- (one paused or resumed): the rows are then finished and new ones started.
+  -- (one paused or resumed): the rows are then finished and new ones started. The first pass finds
+  -- which jobs to serve (its probes of no job read nothing).
+  jobs := '{}'::pg_catalog.text[];
+  run_ids := '{}'::bigint[];
   <<serving>>
   loop
-    select p.serving into jobs from order_automation.waiter_pass('{}', pg_catalog.clock_timestamp(), until, '{}') p;
-    exit serving when pg_catalog.cardinality(jobs) operator(pg_catalog.=) 0;
-    pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
-    run_ids := order_automation.start_runs(jobs, pass_batch_size);
-    commit;
-    perform pg_catalog.set_config('lock_timeout', '5s', true);
-    begin
-      foreach one in array jobs loop
-        perform order_automation.remind_due_soon(one, pg_catalog.now());
-      end loop;
-    exception when others or query_canceled then
-      get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
-    end;
-    commit;
-
     <<passes>>
     loop
       exit passes when err_state is not null;
       pass_at := pg_catalog.clock_timestamp();
-      select p.due, p.wake, p.serving into due, wake, serving
-        from order_automation.waiter_pass(jobs, pass_at, until, skip_ids) p;
-      -- A job paused or resumed: the runs end, and new ones start for the jobs to serve now.
-      exit passes when serving operator(pg_catalog.<>) jobs;
+      -- The settings and the jobs to serve, every few seconds: a pass that reads only the order
+      -- table costs a third as much, and waiting costs what its passes cost. Active jobs only:
+      -- pausing one stops its waiting too. Purging at once (purge_cancelled_after = 0) follows the
+      -- cancellations, as a one-pass run purges after cancelling.
+      if pass_at operator(pg_catalog.>=) recheck_at then
+        select s.precision, s.purge_cancelled_after,
+               (select coalesce(pg_catalog.array_agg(j.job order by j.job), '{}'::pg_catalog.text[])
+                  from order_automation.job j
+                 where j.active
+                   and (j.job operator(pg_catalog.=) any ('{cancel_expired_orders,confirm_shipped_orders}'::pg_catalog.text[])
+                        or (j.job operator(pg_catalog.=) 'purge_cancelled_orders'
+                            and s.purge_cancelled_after operator(pg_catalog.=) interval '0'
+                            and exists (select from order_automation.job c
+                                         where c.job operator(pg_catalog.=) 'cancel_expired_orders' and c.active))))
+          into pass_precision, purge_after, serving
+          from order_automation.settings s;
+        recheck_at := pass_at operator(pg_catalog.+) interval '5 seconds';
+        -- A job paused or resumed: the runs end, and new ones start for the jobs to serve now.
+        exit passes when serving operator(pg_catalog.<>) jobs or pg_catalog.cardinality(serving) operator(pg_catalog.=) 0;
+      end if;
+      -- The earliest open deadline of each job served: an index probe of its partial index (orders
+      -- that failed in this run aside). Each probe is ordered by its deadline and takes the first
+      -- row, so the plan kept for the session walks the index whatever it expects to find (an
+      -- EXISTS, expecting many orders due, would scan the whole table to find none).
+      select (select o.pay_deadline from public.new_order o
+               where 'cancel_expired_orders' operator(pg_catalog.=) any (jobs)
+                 and o.state operator(pg_catalog.=) 0 and o.held_at is null
+                 and o.order_id operator(pg_catalog.<>) all (skip_ids)
+               order by o.pay_deadline limit 1),
+             (select o.receipt_deadline from public.new_order o
+               where 'confirm_shipped_orders' operator(pg_catalog.=) any (jobs)
+                 and o.state operator(pg_catalog.=) 2 and o.held_at is null
+                 and o.order_id operator(pg_catalog.<>) all (skip_ids)
+               order by o.receipt_deadline limit 1),
+             (select o.cancelled_at operator(pg_catalog.+) purge_after from public.new_order o
+               where 'purge_cancelled_orders' operator(pg_catalog.=) any (jobs)
+                 and o.state operator(pg_catalog.=) 4
+                 and o.order_id operator(pg_catalog.<>) all (skip_ids)
+               order by o.cancelled_at limit 1)
+        into first_pay, first_receipt, first_purge;
+      due := coalesce(least(first_pay, first_receipt, first_purge) operator(pg_catalog.<=) pass_at, false);
+      -- The next pass: at the next deadline; at least once per precision, for deadlines moved or
+      -- orders placed meanwhile; and a tenth of the precision after this one at the soonest, so that
+      -- a stream of deadlines (or orders due that another transaction holds) is taken in batches.
+      wake := least(greatest(least(first_pay, first_receipt, pass_at operator(pg_catalog.+) pass_precision),
+                             pass_at operator(pg_catalog.+) (pass_precision operator(pg_catalog./) 10)),
+                    until);
       if due then
         pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
         call order_automation.drain_due_orders(jobs, run_ids, pass_at, pass_batch_size, until,
@@ -622,7 +604,21 @@ begin
       wait_for_due_orders.job);
     commit;
     exit serving when err_state is not null or handed_over
-                   or pg_catalog.clock_timestamp() operator(pg_catalog.>=) until;
+                   or pg_catalog.clock_timestamp() operator(pg_catalog.>=) until
+                   or pg_catalog.cardinality(serving) operator(pg_catalog.=) 0;
+    jobs := serving;
+    pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
+    run_ids := order_automation.start_runs(jobs, pass_batch_size);
+    commit;
+    perform pg_catalog.set_config('lock_timeout', '5s', true);
+    begin
+      foreach one in array jobs loop
+        perform order_automation.remind_due_soon(one, pg_catalog.now());
+      end loop;
+    exception when others or query_canceled then
+      get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+    end;
+    commit;
   end loop;
 
   perform pg_catalog.pg_advisory_unlock(424201, 0);
