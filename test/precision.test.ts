@@ -128,6 +128,7 @@ describe.concurrent('the run pg_cron starts waits for deadlines', () => {
     expect('error' in result && result.error.code).toBe('57014');
     for (const job of ['cancel_expired_orders', 'confirm_shipped_orders']) {
       expect(await runsOf(db.pool, job)).toEqual([
+        { processed: 0, failed: 0, finished: true, error: null }, // the tick's run
         { processed: 0, failed: 0, finished: true, error: expect.stringMatching(/SQLSTATE 57014/) },
       ]);
     }
@@ -146,7 +147,9 @@ describe.concurrent('the run pg_cron starts waits for deadlines', () => {
     await until('the shipped order to be confirmed', async () => (await latenessOf(db.pool, 'c')).pending === 0, 5_000);
     await db.pool.query(`update order_automation.job set active = false`);
     expect(await waiter.done).toEqual({ processed: 0 });
+    // The tick's run, then the waiting's, opened when it had an order to process.
     expect(await runsOf(db.pool, 'confirm_shipped_orders')).toEqual([
+      { processed: 0, failed: 0, finished: true, error: null },
       { processed: 1, failed: 0, finished: true, error: null },
     ]);
   });
@@ -223,8 +226,10 @@ describe.concurrent('the run pg_cron starts waits for deadlines', () => {
     expect(await waiter.done).toEqual({ processed: 2 });
     const failures = await db.pool.query('select order_id from order_automation.order_failure');
     expect(failures.rows).toEqual([{ order_id: 'bu0' }]);
+    // The tick's run met the bad order; the waiting's run the good ones, and the bad one no more.
     expect(await runsOf(db.pool, 'cancel_expired_orders')).toEqual([
-      { processed: 2, failed: 1, finished: true, error: null },
+      { processed: 0, failed: 1, finished: true, error: null },
+      { processed: 2, failed: 0, finished: true, error: null },
     ]);
   });
 

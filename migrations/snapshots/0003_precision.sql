@@ -432,7 +432,7 @@ as $$
   select array_agg(s.id order by array_position(start_runs.jobs, s.job)) from started s
 $$;
 comment on function order_automation.start_runs(text[], integer) is
-  'Records the start of a waiting run: one run row per job it serves; returns their ids, in the order of jobs';
+  'Records the start of a run of a waiting run: one run row per job it serves; returns their ids, in the order of jobs';
 
 create or replace function order_automation.finish_runs(run_ids bigint[], error text, job text) returns bigint
 language sql
@@ -446,7 +446,7 @@ as $$
   select coalesce(sum(f.processed) filter (where f.job = finish_runs.job), 0)::bigint from finished f
 $$;
 comment on function order_automation.finish_runs(bigint[], text, text) is
-  'Records the end of a waiting run (and its error, if any) in its run rows; returns how many orders it processed for job';
+  'Records the end of a run of a waiting run (and its error, if any) in its rows; returns how many orders it processed for job';
 
 create or replace function order_automation.successor_waiting(tick integer) returns boolean
 language plpgsql
@@ -485,6 +485,7 @@ declare
   first_purge pg_catalog.timestamptz;
   skip_ids pg_catalog.text[] := '{}'::pg_catalog.text[];
   handed_over boolean := false;
+  tick_run_done boolean := false;
   err_job pg_catalog.text;
   err_state pg_catalog.text;
   err_message pg_catalog.text;
@@ -511,9 +512,11 @@ begin
   end loop;
   commit;
 
-  -- A run (one row per job served) lasts until the waiter stops, or until the jobs to serve change
-  -- (one paused or resumed): the rows are then finished and new ones started. The first pass finds
-  -- which jobs to serve (its probes of no job read nothing).
+  -- First, at the tick, a pass recorded as a run of each job, as a one-pass run records it (the run
+  -- log and the status read as they always did: a run per tick). The waiting that follows records a
+  -- run of each job only once it has orders to process; it ends when the waiter stops, or when the
+  -- jobs to serve change (one paused or resumed), and a new one starts when there is work again.
+  -- The first pass finds which jobs to serve (its probes of no job read nothing).
   jobs := '{}'::pg_catalog.text[];
   run_ids := '{}'::bigint[];
   <<serving>>
@@ -571,6 +574,10 @@ begin
                     until);
       if due then
         pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
+        if pg_catalog.cardinality(run_ids) operator(pg_catalog.=) 0 then
+          run_ids := order_automation.start_runs(jobs, pass_batch_size);
+          commit;
+        end if;
         call order_automation.drain_due_orders(jobs, run_ids, pass_at, pass_batch_size, until,
                                                skip_ids, err_job, err_state, err_message);
         exit passes when err_state is not null;
@@ -598,27 +605,50 @@ begin
     end loop;
 
     perform pg_catalog.set_config('lock_timeout', '5s', true);
+    -- An error while no run was open (a cancel request while waiting, say) is recorded all the same.
+    if err_state is not null and pg_catalog.cardinality(run_ids) operator(pg_catalog.=) 0
+       and pg_catalog.cardinality(jobs) operator(pg_catalog.>) 0 then
+      run_ids := order_automation.start_runs(
+        jobs, coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s)));
+    end if;
     processed := processed operator(pg_catalog.+) order_automation.finish_runs(
       run_ids,
       case when err_state is not null then pg_catalog.format('%s (SQLSTATE %s)', err_message, err_state) end,
       wait_for_due_orders.job);
     commit;
+    run_ids := '{}'::bigint[];
     exit serving when err_state is not null or handed_over
                    or pg_catalog.clock_timestamp() operator(pg_catalog.>=) until
                    or pg_catalog.cardinality(serving) operator(pg_catalog.=) 0;
     jobs := serving;
-    pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
-    run_ids := order_automation.start_runs(jobs, pass_batch_size);
-    commit;
-    perform pg_catalog.set_config('lock_timeout', '5s', true);
-    begin
-      foreach one in array jobs loop
-        perform order_automation.remind_due_soon(one, pg_catalog.now());
-      end loop;
-    exception when others or query_canceled then
-      get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
-    end;
-    commit;
+    if not tick_run_done then
+      -- The tick's run: reminders, then everything due now, finished at once.
+      tick_run_done := true;
+      pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
+      run_ids := order_automation.start_runs(jobs, pass_batch_size);
+      commit;
+      perform pg_catalog.set_config('lock_timeout', '5s', true);
+      begin
+        foreach one in array jobs loop
+          perform order_automation.remind_due_soon(one, pg_catalog.now());
+        end loop;
+      exception when others or query_canceled then
+        get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+      end;
+      commit;
+      if err_state is null then
+        call order_automation.drain_due_orders(jobs, run_ids, pg_catalog.now(), pass_batch_size, until,
+                                               skip_ids, err_job, err_state, err_message);
+      end if;
+      perform pg_catalog.set_config('lock_timeout', '5s', true);
+      processed := processed operator(pg_catalog.+) order_automation.finish_runs(
+        run_ids,
+        case when err_state is not null then pg_catalog.format('%s (SQLSTATE %s)', err_message, err_state) end,
+        wait_for_due_orders.job);
+      commit;
+      run_ids := '{}'::bigint[];
+      exit serving when err_state is not null;
+    end if;
   end loop;
 
   perform pg_catalog.pg_advisory_unlock(424201, 0);
