@@ -386,16 +386,22 @@ comment on procedure order_automation.purge_cancelled_orders(timestamptz, intege
 -- relieves stops two seconds past its tick, and pg_cron starts the run it queued meanwhile.
 
 create or replace function order_automation.run_waits(as_of timestamptz) returns boolean
-language sql stable
+language plpgsql stable
 set search_path = pg_catalog, pg_temp
+set lock_timeout = '5s'
 as $$
-  -- pg_cron names its connections pg_cron (fallback_application_name); with background workers
-  -- (cron.use_background_workers) the backend type is pg_cron. A run with an as_of is one pass.
-  select run_waits.as_of is null
-     and (select s.precision < interval '1 minute' from order_automation.settings s)
-     and (current_setting('application_name') = 'pg_cron'
-          or (select a.backend_type = 'pg_cron' from pg_stat_get_activity(pg_backend_pid()) a))
-$$;
+begin
+  -- A run with an as_of is one pass; so is any run but pg_cron's, which reads no setting here (a
+  -- lock on the settings then holds up only the run that needs them). pg_cron names its connections
+  -- pg_cron (fallback_application_name); with background workers (cron.use_background_workers) the
+  -- backend type is pg_cron.
+  if run_waits.as_of is not null
+     or (current_setting('application_name') <> 'pg_cron'
+         and (select a.backend_type from pg_stat_get_activity(pg_backend_pid()) a) is distinct from 'pg_cron') then
+    return false;
+  end if;
+  return (select s.precision < interval '1 minute' from order_automation.settings s);
+end $$;
 comment on function order_automation.run_waits(timestamptz) is
   'True for the run of a job that pg_cron started (as_of NULL) while precision is under a minute: it then waits for deadlines until just past the next tick';
 
