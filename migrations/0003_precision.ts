@@ -29,8 +29,8 @@ export async function up(pgm: MigrationBuilder): Promise<void> {
 
 export async function down(pgm: MigrationBuilder): Promise<void> {
   pgm.sql(`
-    drop procedure order_automation.wait_for_due_orders(text, integer, bigint);
-    drop procedure order_automation.drain_due_orders(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text);
+    drop procedure order_automation.run_due_orders_until_tick(text, integer, bigint);
+    drop procedure order_automation.run_due_orders_in_batches(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text);
     drop function order_automation.run_waits(timestamptz), order_automation.waiter_plan(),
       order_automation.start_runs(text[], integer),
       order_automation.finish_runs(bigint[], text, text),

@@ -201,14 +201,14 @@ comment on function order_automation.remind_due_soon(text, timestamptz) is
 -- interval, boolean) or qualified (pg_catalog.text, pg_catalog.timestamptz), no record variable.
 -- They cannot SET lock_timeout either: they set it at the start of each of their transactions, so a
 -- lock held forever on one of the package's tables ends the run instead of hanging the schedule.
-create or replace procedure order_automation.drain_due_orders(
+create or replace procedure order_automation.run_due_orders_in_batches(
   jobs text[], run_ids bigint[], as_of timestamptz, batch_size integer, stop_at timestamptz,
   inout skip_ids text[], inout error_job text, inout error_state text, inout error_message text
 )
 language plpgsql
 as $$
 declare
-  draining boolean[] := pg_catalog.array_fill(true, array[pg_catalog.cardinality(drain_due_orders.jobs)]);
+  draining boolean[] := pg_catalog.array_fill(true, array[pg_catalog.cardinality(run_due_orders_in_batches.jobs)]);
   batch_processed bigint;
   batch_failed pg_catalog.text[];
   batch_lateness interval;
@@ -217,18 +217,18 @@ begin
   -- back; a commit after each batch.
   <<rounds>>
   while true operator(pg_catalog.=) any (draining) loop
-    for i in 1 .. pg_catalog.cardinality(drain_due_orders.jobs) loop
+    for i in 1 .. pg_catalog.cardinality(run_due_orders_in_batches.jobs) loop
       continue when not draining[i];
       perform pg_catalog.set_config('lock_timeout', '5s', true);
       begin
         select b.processed, b.failed, b.max_lateness into batch_processed, batch_failed, batch_lateness
-          from order_automation.process_due_batch(drain_due_orders.jobs[i], drain_due_orders.as_of,
-                                                  drain_due_orders.batch_size, drain_due_orders.run_ids[i],
-                                                  drain_due_orders.skip_ids) b;
+          from order_automation.process_due_batch(
+                 run_due_orders_in_batches.jobs[i], run_due_orders_in_batches.as_of, run_due_orders_in_batches.batch_size,
+                 run_due_orders_in_batches.run_ids[i], run_due_orders_in_batches.skip_ids) b;
       -- query_canceled too (a cancel request, a caller's statement_timeout): the run records it, then re-raises.
       exception when others or query_canceled then
         get stacked diagnostics error_state = returned_sqlstate, error_message = message_text;
-        error_job := drain_due_orders.jobs[i];
+        error_job := run_due_orders_in_batches.jobs[i];
         return;
       end;
       -- Nothing done, nothing written: a pass that finds nothing due costs no WAL.
@@ -238,17 +238,17 @@ begin
            set processed = r.processed operator(pg_catalog.+) batch_processed,
                failed = r.failed operator(pg_catalog.+) pg_catalog.cardinality(batch_failed),
                max_lateness = greatest(r.max_lateness, batch_lateness)
-         where r.id operator(pg_catalog.=) drain_due_orders.run_ids[i];
+         where r.id operator(pg_catalog.=) run_due_orders_in_batches.run_ids[i];
       end if;
       commit;
       -- A short batch means nothing else is due (or it is locked by another run, which will do it).
       draining[i] := batch_processed operator(pg_catalog.+) pg_catalog.cardinality(batch_failed)
-                     operator(pg_catalog.>=) drain_due_orders.batch_size;
-      exit rounds when pg_catalog.clock_timestamp() operator(pg_catalog.>=) drain_due_orders.stop_at;
+                     operator(pg_catalog.>=) run_due_orders_in_batches.batch_size;
+      exit rounds when pg_catalog.clock_timestamp() operator(pg_catalog.>=) run_due_orders_in_batches.stop_at;
     end loop;
   end loop;
 end $$;
-comment on procedure order_automation.drain_due_orders(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text) is
+comment on procedure order_automation.run_due_orders_in_batches(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text) is
   'The batch loop of a run: batches of each job in turn (counted in its run row) until every job is drained at as_of or stop_at is reached; stops at the first error, returned in error_*';
 
 create or replace procedure order_automation.run_due_orders(
@@ -294,7 +294,7 @@ begin
   end;
   commit;
   if err_state is null then
-    call order_automation.drain_due_orders(array[run_due_orders.job], array[run_id], run_as_of, run_batch_size,
+    call order_automation.run_due_orders_in_batches(array[run_due_orders.job], array[run_id], run_as_of, run_batch_size,
                                            started operator(pg_catalog.+) budget,
                                            skip_ids, err_job, err_state, err_message);
   end if;
@@ -323,7 +323,7 @@ declare
 begin
   -- pg_cron's run waits for deadlines until just past its next tick; any other is one pass.
   if order_automation.run_waits(cancel_expired_orders.as_of) then
-    call order_automation.wait_for_due_orders('cancel_expired_orders', cancel_expired_orders.batch_size, cancelled);
+    call order_automation.run_due_orders_until_tick('cancel_expired_orders', cancel_expired_orders.batch_size, cancelled);
     return;
   end if;
   call order_automation.run_due_orders('cancel_expired_orders', cancel_expired_orders.as_of,
@@ -345,7 +345,7 @@ as $$
 begin
   -- pg_cron's run waits for deadlines until just past its next tick; any other is one pass.
   if order_automation.run_waits(confirm_shipped_orders.as_of) then
-    call order_automation.wait_for_due_orders('confirm_shipped_orders', confirm_shipped_orders.batch_size, confirmed);
+    call order_automation.run_due_orders_until_tick('confirm_shipped_orders', confirm_shipped_orders.batch_size, confirmed);
     return;
   end if;
   call order_automation.run_due_orders('confirm_shipped_orders', confirm_shipped_orders.as_of,

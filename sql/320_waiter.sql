@@ -7,6 +7,8 @@
 -- (424201, 0); while the previous tick's waiter holds it, the new run waits, and the old waiter, once
 -- past its own tick, sees the new run's lock and hands over within one sleep slice. A waiter nobody
 -- relieves stops two seconds past its tick, and pg_cron starts the run it queued meanwhile.
+-- The run log reads as before: the pass at the tick is a run of each job, finished at once; the
+-- waiting after it is another, recorded only once it has orders to process.
 
 create or replace function order_automation.run_waits(as_of timestamptz) returns boolean
 language plpgsql stable
@@ -91,7 +93,7 @@ end $$;
 comment on function order_automation.successor_waiting(integer) is
   'True when the run of a later tick than tick is waiting to take over as this database''s waiter';
 
-create or replace procedure order_automation.wait_for_due_orders(job text, batch_size integer, inout processed bigint)
+create or replace procedure order_automation.run_due_orders_until_tick(job text, batch_size integer, inout processed bigint)
 language plpgsql
 as $$
 declare
@@ -120,10 +122,10 @@ declare
   err_message pg_catalog.text;
 begin
   processed := 0;
-  if wait_for_due_orders.batch_size operator(pg_catalog.<) 1
-     or wait_for_due_orders.batch_size operator(pg_catalog.>) 1000000 then
+  if run_due_orders_until_tick.batch_size operator(pg_catalog.<) 1
+     or run_due_orders_until_tick.batch_size operator(pg_catalog.>) 1000000 then
     raise exception using errcode = 'OA006',
-      message = pg_catalog.format('batch_size must be between 1 and 1000000, not %s', wait_for_due_orders.batch_size);
+      message = pg_catalog.format('batch_size must be between 1 and 1000000, not %s', run_due_orders_until_tick.batch_size);
   end if;
   select p.tick, p.tick_at, p.until into tick, tick_at, until from order_automation.waiter_plan() p;
   -- This tick is covered already: by the other job's run, or by this job's, queued by pg_cron.
@@ -202,12 +204,12 @@ begin
                              pass_at operator(pg_catalog.+) (pass_precision operator(pg_catalog./) 10)),
                     until);
       if due then
-        pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
+        pass_batch_size := coalesce(run_due_orders_until_tick.batch_size, (select s.batch_size from order_automation.settings s));
         if pg_catalog.cardinality(run_ids) operator(pg_catalog.=) 0 then
           run_ids := order_automation.start_runs(jobs, pass_batch_size);
           commit;
         end if;
-        call order_automation.drain_due_orders(jobs, run_ids, pass_at, pass_batch_size, until,
+        call order_automation.run_due_orders_in_batches(jobs, run_ids, pass_at, pass_batch_size, until,
                                                skip_ids, err_job, err_state, err_message);
         exit passes when err_state is not null;
       end if;
@@ -238,12 +240,12 @@ begin
     if err_state is not null and pg_catalog.cardinality(run_ids) operator(pg_catalog.=) 0
        and pg_catalog.cardinality(jobs) operator(pg_catalog.>) 0 then
       run_ids := order_automation.start_runs(
-        jobs, coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s)));
+        jobs, coalesce(run_due_orders_until_tick.batch_size, (select s.batch_size from order_automation.settings s)));
     end if;
     processed := processed operator(pg_catalog.+) order_automation.finish_runs(
       run_ids,
       case when err_state is not null then pg_catalog.format('%s (SQLSTATE %s)', err_message, err_state) end,
-      wait_for_due_orders.job);
+      run_due_orders_until_tick.job);
     commit;
     run_ids := '{}'::bigint[];
     exit serving when err_state is not null or handed_over
@@ -253,7 +255,7 @@ begin
     if not tick_run_done then
       -- The tick's run: reminders, then everything due now, finished at once.
       tick_run_done := true;
-      pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
+      pass_batch_size := coalesce(run_due_orders_until_tick.batch_size, (select s.batch_size from order_automation.settings s));
       run_ids := order_automation.start_runs(jobs, pass_batch_size);
       commit;
       perform pg_catalog.set_config('lock_timeout', '5s', true);
@@ -266,14 +268,14 @@ begin
       end;
       commit;
       if err_state is null then
-        call order_automation.drain_due_orders(jobs, run_ids, pg_catalog.now(), pass_batch_size, until,
+        call order_automation.run_due_orders_in_batches(jobs, run_ids, pg_catalog.now(), pass_batch_size, until,
                                                skip_ids, err_job, err_state, err_message);
       end if;
       perform pg_catalog.set_config('lock_timeout', '5s', true);
       processed := processed operator(pg_catalog.+) order_automation.finish_runs(
         run_ids,
         case when err_state is not null then pg_catalog.format('%s (SQLSTATE %s)', err_message, err_state) end,
-        wait_for_due_orders.job);
+        run_due_orders_until_tick.job);
       commit;
       run_ids := '{}'::bigint[];
       exit serving when err_state is not null;
@@ -286,5 +288,5 @@ begin
     raise exception using errcode = err_state, message = err_message;
   end if;
 end $$;
-comment on procedure order_automation.wait_for_due_orders(text, integer, bigint) is
+comment on procedure order_automation.run_due_orders_until_tick(text, integer, bigint) is
   'pg_cron''s run of cancel_expired_orders or confirm_shipped_orders: this database''s one waiter processes the due orders of every active job at their deadlines (at least once per precision) until just past the next tick; returns how many it processed for job';

@@ -204,14 +204,14 @@ comment on function order_automation.remind_due_soon(text, timestamptz) is
 -- interval, boolean) or qualified (pg_catalog.text, pg_catalog.timestamptz), no record variable.
 -- They cannot SET lock_timeout either: they set it at the start of each of their transactions, so a
 -- lock held forever on one of the package's tables ends the run instead of hanging the schedule.
-create or replace procedure order_automation.drain_due_orders(
+create or replace procedure order_automation.run_due_orders_in_batches(
   jobs text[], run_ids bigint[], as_of timestamptz, batch_size integer, stop_at timestamptz,
   inout skip_ids text[], inout error_job text, inout error_state text, inout error_message text
 )
 language plpgsql
 as $$
 declare
-  draining boolean[] := pg_catalog.array_fill(true, array[pg_catalog.cardinality(drain_due_orders.jobs)]);
+  draining boolean[] := pg_catalog.array_fill(true, array[pg_catalog.cardinality(run_due_orders_in_batches.jobs)]);
   batch_processed bigint;
   batch_failed pg_catalog.text[];
   batch_lateness interval;
@@ -220,18 +220,18 @@ begin
   -- back; a commit after each batch.
   <<rounds>>
   while true operator(pg_catalog.=) any (draining) loop
-    for i in 1 .. pg_catalog.cardinality(drain_due_orders.jobs) loop
+    for i in 1 .. pg_catalog.cardinality(run_due_orders_in_batches.jobs) loop
       continue when not draining[i];
       perform pg_catalog.set_config('lock_timeout', '5s', true);
       begin
         select b.processed, b.failed, b.max_lateness into batch_processed, batch_failed, batch_lateness
-          from order_automation.process_due_batch(drain_due_orders.jobs[i], drain_due_orders.as_of,
-                                                  drain_due_orders.batch_size, drain_due_orders.run_ids[i],
-                                                  drain_due_orders.skip_ids) b;
+          from order_automation.process_due_batch(
+                 run_due_orders_in_batches.jobs[i], run_due_orders_in_batches.as_of, run_due_orders_in_batches.batch_size,
+                 run_due_orders_in_batches.run_ids[i], run_due_orders_in_batches.skip_ids) b;
       -- query_canceled too (a cancel request, a caller's statement_timeout): the run records it, then re-raises.
       exception when others or query_canceled then
         get stacked diagnostics error_state = returned_sqlstate, error_message = message_text;
-        error_job := drain_due_orders.jobs[i];
+        error_job := run_due_orders_in_batches.jobs[i];
         return;
       end;
       -- Nothing done, nothing written: a pass that finds nothing due costs no WAL.
@@ -241,17 +241,17 @@ begin
            set processed = r.processed operator(pg_catalog.+) batch_processed,
                failed = r.failed operator(pg_catalog.+) pg_catalog.cardinality(batch_failed),
                max_lateness = greatest(r.max_lateness, batch_lateness)
-         where r.id operator(pg_catalog.=) drain_due_orders.run_ids[i];
+         where r.id operator(pg_catalog.=) run_due_orders_in_batches.run_ids[i];
       end if;
       commit;
       -- A short batch means nothing else is due (or it is locked by another run, which will do it).
       draining[i] := batch_processed operator(pg_catalog.+) pg_catalog.cardinality(batch_failed)
-                     operator(pg_catalog.>=) drain_due_orders.batch_size;
-      exit rounds when pg_catalog.clock_timestamp() operator(pg_catalog.>=) drain_due_orders.stop_at;
+                     operator(pg_catalog.>=) run_due_orders_in_batches.batch_size;
+      exit rounds when pg_catalog.clock_timestamp() operator(pg_catalog.>=) run_due_orders_in_batches.stop_at;
     end loop;
   end loop;
 end $$;
-comment on procedure order_automation.drain_due_orders(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text) is
+comment on procedure order_automation.run_due_orders_in_batches(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text) is
   'The batch loop of a run: batches of each job in turn (counted in its run row) until every job is drained at as_of or stop_at is reached; stops at the first error, returned in error_*';
 
 create or replace procedure order_automation.run_due_orders(
@@ -297,7 +297,7 @@ begin
   end;
   commit;
   if err_state is null then
-    call order_automation.drain_due_orders(array[run_due_orders.job], array[run_id], run_as_of, run_batch_size,
+    call order_automation.run_due_orders_in_batches(array[run_due_orders.job], array[run_id], run_as_of, run_batch_size,
                                            started operator(pg_catalog.+) budget,
                                            skip_ids, err_job, err_state, err_message);
   end if;
@@ -326,7 +326,7 @@ declare
 begin
   -- pg_cron's run waits for deadlines until just past its next tick; any other is one pass.
   if order_automation.run_waits(cancel_expired_orders.as_of) then
-    call order_automation.wait_for_due_orders('cancel_expired_orders', cancel_expired_orders.batch_size, cancelled);
+    call order_automation.run_due_orders_until_tick('cancel_expired_orders', cancel_expired_orders.batch_size, cancelled);
     return;
   end if;
   call order_automation.run_due_orders('cancel_expired_orders', cancel_expired_orders.as_of,
@@ -348,7 +348,7 @@ as $$
 begin
   -- pg_cron's run waits for deadlines until just past its next tick; any other is one pass.
   if order_automation.run_waits(confirm_shipped_orders.as_of) then
-    call order_automation.wait_for_due_orders('confirm_shipped_orders', confirm_shipped_orders.batch_size, confirmed);
+    call order_automation.run_due_orders_until_tick('confirm_shipped_orders', confirm_shipped_orders.batch_size, confirmed);
     return;
   end if;
   call order_automation.run_due_orders('confirm_shipped_orders', confirm_shipped_orders.as_of,
@@ -384,6 +384,8 @@ comment on procedure order_automation.purge_cancelled_orders(timestamptz, intege
 -- (424201, 0); while the previous tick's waiter holds it, the new run waits, and the old waiter, once
 -- past its own tick, sees the new run's lock and hands over within one sleep slice. A waiter nobody
 -- relieves stops two seconds past its tick, and pg_cron starts the run it queued meanwhile.
+-- The run log reads as before: the pass at the tick is a run of each job, finished at once; the
+-- waiting after it is another, recorded only once it has orders to process.
 
 create or replace function order_automation.run_waits(as_of timestamptz) returns boolean
 language plpgsql stable
@@ -468,7 +470,7 @@ end $$;
 comment on function order_automation.successor_waiting(integer) is
   'True when the run of a later tick than tick is waiting to take over as this database''s waiter';
 
-create or replace procedure order_automation.wait_for_due_orders(job text, batch_size integer, inout processed bigint)
+create or replace procedure order_automation.run_due_orders_until_tick(job text, batch_size integer, inout processed bigint)
 language plpgsql
 as $$
 declare
@@ -497,10 +499,10 @@ declare
   err_message pg_catalog.text;
 begin
   processed := 0;
-  if wait_for_due_orders.batch_size operator(pg_catalog.<) 1
-     or wait_for_due_orders.batch_size operator(pg_catalog.>) 1000000 then
+  if run_due_orders_until_tick.batch_size operator(pg_catalog.<) 1
+     or run_due_orders_until_tick.batch_size operator(pg_catalog.>) 1000000 then
     raise exception using errcode = 'OA006',
-      message = pg_catalog.format('batch_size must be between 1 and 1000000, not %s', wait_for_due_orders.batch_size);
+      message = pg_catalog.format('batch_size must be between 1 and 1000000, not %s', run_due_orders_until_tick.batch_size);
   end if;
   select p.tick, p.tick_at, p.until into tick, tick_at, until from order_automation.waiter_plan() p;
   -- This tick is covered already: by the other job's run, or by this job's, queued by pg_cron.
@@ -579,12 +581,12 @@ begin
                              pass_at operator(pg_catalog.+) (pass_precision operator(pg_catalog./) 10)),
                     until);
       if due then
-        pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
+        pass_batch_size := coalesce(run_due_orders_until_tick.batch_size, (select s.batch_size from order_automation.settings s));
         if pg_catalog.cardinality(run_ids) operator(pg_catalog.=) 0 then
           run_ids := order_automation.start_runs(jobs, pass_batch_size);
           commit;
         end if;
-        call order_automation.drain_due_orders(jobs, run_ids, pass_at, pass_batch_size, until,
+        call order_automation.run_due_orders_in_batches(jobs, run_ids, pass_at, pass_batch_size, until,
                                                skip_ids, err_job, err_state, err_message);
         exit passes when err_state is not null;
       end if;
@@ -615,12 +617,12 @@ begin
     if err_state is not null and pg_catalog.cardinality(run_ids) operator(pg_catalog.=) 0
        and pg_catalog.cardinality(jobs) operator(pg_catalog.>) 0 then
       run_ids := order_automation.start_runs(
-        jobs, coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s)));
+        jobs, coalesce(run_due_orders_until_tick.batch_size, (select s.batch_size from order_automation.settings s)));
     end if;
     processed := processed operator(pg_catalog.+) order_automation.finish_runs(
       run_ids,
       case when err_state is not null then pg_catalog.format('%s (SQLSTATE %s)', err_message, err_state) end,
-      wait_for_due_orders.job);
+      run_due_orders_until_tick.job);
     commit;
     run_ids := '{}'::bigint[];
     exit serving when err_state is not null or handed_over
@@ -630,7 +632,7 @@ begin
     if not tick_run_done then
       -- The tick's run: reminders, then everything due now, finished at once.
       tick_run_done := true;
-      pass_batch_size := coalesce(wait_for_due_orders.batch_size, (select s.batch_size from order_automation.settings s));
+      pass_batch_size := coalesce(run_due_orders_until_tick.batch_size, (select s.batch_size from order_automation.settings s));
       run_ids := order_automation.start_runs(jobs, pass_batch_size);
       commit;
       perform pg_catalog.set_config('lock_timeout', '5s', true);
@@ -643,14 +645,14 @@ begin
       end;
       commit;
       if err_state is null then
-        call order_automation.drain_due_orders(jobs, run_ids, pg_catalog.now(), pass_batch_size, until,
+        call order_automation.run_due_orders_in_batches(jobs, run_ids, pg_catalog.now(), pass_batch_size, until,
                                                skip_ids, err_job, err_state, err_message);
       end if;
       perform pg_catalog.set_config('lock_timeout', '5s', true);
       processed := processed operator(pg_catalog.+) order_automation.finish_runs(
         run_ids,
         case when err_state is not null then pg_catalog.format('%s (SQLSTATE %s)', err_message, err_state) end,
-        wait_for_due_orders.job);
+        run_due_orders_until_tick.job);
       commit;
       run_ids := '{}'::bigint[];
       exit serving when err_state is not null;
@@ -663,7 +665,7 @@ begin
     raise exception using errcode = err_state, message = err_message;
   end if;
 end $$;
-comment on procedure order_automation.wait_for_due_orders(text, integer, bigint) is
+comment on procedure order_automation.run_due_orders_until_tick(text, integer, bigint) is
   'pg_cron''s run of cancel_expired_orders or confirm_shipped_orders: this database''s one waiter processes the due orders of every active job at their deadlines (at least once per precision) until just past the next tick; returns how many it processed for job';
 
 -- >>> 500_status.sql
