@@ -3,7 +3,7 @@
 // connection named pg_cron, CALL without arguments); the real schedule is in pg-cron.e2e.test.ts.
 import pg from 'pg';
 import { afterAll, describe, expect, test } from 'vitest';
-import { getStatus, updateSettings } from '../src/index.js';
+import { getSettings, getStatus, InvalidSettingError, updateSettings } from '../src/index.js';
 import { createTestDatabase, seedBookstore, type TestDatabase } from './helpers.js';
 import {
   cronLike,
@@ -327,5 +327,17 @@ describe.concurrent('the run pg_cron starts waits for deadlines', () => {
     await until('the run to report its statistics', async () => (await scheduledConnections(db.pool)) === 0, 5_000);
     await sleep(1_500);
     expect(await seqScans()).toBe(before);
+  });
+
+  test('precision defaults to a second, and a value outside 10 milliseconds – 1 minute is refused, naming the setting', async () => {
+    const db = await shop();
+    expect((await getSettings(db.pool)).precision).toBe('00:00:01');
+    for (const value of ['0', '9 milliseconds', '-1 second', '61 seconds', '1 hour']) {
+      const error = await updateSettings(db.pool, { precision: value }).catch((e: unknown) => e);
+      expect(error, String(value)).toBeInstanceOf(InvalidSettingError);
+      expect((error as Error).message).toContain('precision must be between 10 milliseconds and 1 minute');
+    }
+    expect((await updateSettings(db.pool, { precision: '250 milliseconds' })).precision).toBe('00:00:00.25');
+    expect((await updateSettings(db.pool, { precision: '1 minute' })).precision).toBe('00:01:00');
   });
 });
