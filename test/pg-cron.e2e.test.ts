@@ -106,10 +106,11 @@ describe('pg_cron runs the automation on its own', () => {
       }
       const runs = await cronDb.query<{ jobname: string; status: string }>(
         `select j.jobname, d.status from cron.job_run_details d join cron.job j using (jobid)
-        where j.database = any($1) and d.status <> 'running'`,
+        where j.database = any($1)`,
         [shops.map((s) => s.name)],
       );
-      // pg_cron itself ran both jobs in both databases.
+      // pg_cron itself ran both jobs in both databases: at each tick one of the two is the database's
+      // waiter (still running until just past the next tick) and the other returns at once.
       const ranJobs = new Set(runs.rows.map((r) => r.jobname));
       expect([...ranJobs].filter((name) => /(cancel_expired|confirm_shipped)_orders@/.test(name)).sort()).toEqual(
         shops
@@ -148,7 +149,7 @@ describe('pg_cron runs the automation on its own', () => {
         (await shop!.pool.query(`select schedule from order_automation.job where job = 'cancel_expired_orders'`))
           .rows[0].schedule,
       ).toBe('*/7 * * * *');
-      expect(runs.rows.every((r) => r.status === 'succeeded')).toBe(true);
+      expect(runs.rows.every((r) => r.status === 'succeeded' || r.status === 'running')).toBe(true);
     } finally {
       await cronDb.end();
     }

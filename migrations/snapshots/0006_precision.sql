@@ -611,4 +611,22 @@
 -  'Per job: schedule, active, last run (start, end, orders processed, failures, error), orders due at `at`, orders held, the next deadline after it, and its state in pg_cron (active, paused, missing, not scheduled; NULL when pg_cron lives in another database)';
 +  'Per job: schedule, active, last run (start, end, orders processed, failures, error), orders due at `at`, orders held, the next deadline after it, its state in pg_cron (active, paused, missing, not scheduled; NULL when pg_cron lives in another database), and the worst lateness of its last 60 runs';
 
--- >>> 600_privileges.sql from 0003_trust
+-- >>> 600_privileges.sql diff
+@@ -74,5 +74,7 @@
+       order_automation.purge_cancelled_orders(timestamptz, integer, bigint),
+       order_automation.purge_history(bigint),
+-      order_automation.run_due_orders(text, timestamptz, integer, bigint)
++      order_automation.run_due_orders(text, timestamptz, integer, bigint),
++      order_automation.run_due_orders_in_batches(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text),
++      order_automation.run_due_orders_until_tick(text, integer, bigint)
+       to order_automation_admin;
+     grant execute on function
+@@ -81,4 +83,8 @@
+       order_automation.process_orders(text, text[]),
+       order_automation.remind_due_soon(text, timestamptz, bigint, integer),
++      -- The waiter: a run started on a connection named pg_cron waits for deadlines, whoever calls it.
++      order_automation.run_waits(timestamptz), order_automation.waiter_plan(),
++      order_automation.start_runs(text[], integer), order_automation.finish_runs(bigint[], text, text),
++      order_automation.waiter_lock_ours(integer), order_automation.successor_waiting(integer),
+       order_automation.cron_jobname(text), order_automation.cron_schema(), order_automation.cron_database(),
+       order_automation.job_status(timestamptz), order_automation.pg_cron_jobs(),
