@@ -8,7 +8,8 @@ import { conservation, generate, vacuumOrders } from './data.js';
 import { drain } from './drain.js';
 import { floor } from './floor.js';
 import { parseOptions, USAGE, UsageError } from './options.js';
-import { formatTable, ratios, writeJson, type Results } from './report.js';
+import { precision, type Precision } from './precision.js';
+import { formatPrecisionTable, formatTable, ratios, writeJson, type Results } from './report.js';
 import { copySeedTables, seedLoop } from './seed-loop.js';
 import { startServer, type BenchServer } from './server.js';
 import { sweepBatchSizes } from './sweep.js';
@@ -80,6 +81,7 @@ async function run(server: BenchServer, orders: number, batchSizes: number[]): P
     await vacuumOrders(pool);
 
     const sweep = await sweepBatchSizes(url, pool, dataset, batchSizes, log);
+    const precisionFigures = await precisionOn(server, orders);
     log('checking stock and money');
     const end = await conservation(pool);
     const {
@@ -98,12 +100,19 @@ async function run(server: BenchServer, orders: number, batchSizes: number[]): P
       ticks: { small: smallTicks!, large: largeTicks! },
       buyers: { alone, duringDrain },
       batchSizes: sweep,
+      precision: precisionFigures,
       conservation: { generated, end },
     };
     return { ...results, ratios: ratios(results), wallMs: performance.now() - began };
   } finally {
     await pool.end();
   }
+}
+
+/** The precision part, on a database of its own whose jobs pg_cron runs. */
+async function precisionOn(server: BenchServer, orders: number): Promise<Precision> {
+  const url = await server.createDatabase(`order_automation_bench_${process.pid}_precision`);
+  return precision(url, server.url, orders, log);
 }
 
 async function withPool<T>(url: string, max: number, work: (pool: pg.Pool) => Promise<T>): Promise<T> {
@@ -138,6 +147,12 @@ async function main(): Promise<number> {
     });
   }
   try {
+    if (options.only === 'precision') {
+      const figures = { startedAt: new Date().toISOString(), precision: await precisionOn(server, options.orders) };
+      console.log(formatPrecisionTable(figures.precision));
+      log(`figures written to ${await writeJson(figures)}`);
+      return 0;
+    }
     const results = await run(server, options.orders, options.batchSizes);
     console.log(formatTable(results));
     log(`figures written to ${await writeJson(results)}`);

@@ -8,9 +8,11 @@ export interface BenchOptions {
   batchSizes: number[];
   /** A server of the user's to run on, instead of a throwaway local cluster. */
   databaseUrl: string | undefined;
+  /** Only this part of the bench (precision: the real-schedule lateness and idle cost, ~5 minutes). */
+  only: 'precision' | undefined;
 }
 
-export const USAGE = `usage: npm run bench -- [--scale <factor>] [--batch-sizes <n,n,...>] [--database-url <url>]
+export const USAGE = `usage: npm run bench -- [--scale <factor>] [--batch-sizes <n,n,...>] [--database-url <url>] [--only precision]
 
   --scale <factor>        size of the data: 1,000,000 × factor orders, a tenth of them due for each
                           automation (default 1)
@@ -18,7 +20,9 @@ export const USAGE = `usage: npm run bench -- [--scale <factor>] [--batch-sizes 
   --database-url <url>    run on this server, as a superuser (the bench loads its data with triggers
                           off), in databases of its own, dropped afterwards. Default: a throwaway
                           local PostgreSQL 15 with pg_cron.
-                          DATABASE_URL is not read: pass --database-url "$DATABASE_URL" to use it.`;
+                          DATABASE_URL is not read: pass --database-url "$DATABASE_URL" to use it.
+  --only precision        only the deadline precision part: lateness on the real pg_cron schedule,
+                          idle and under a wave of due orders, and the idle cost of waiting`;
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -31,6 +35,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       scale: { type: 'string', default: '1' },
       'batch-sizes': { type: 'string' },
       'database-url': { type: 'string' },
+      only: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -48,5 +53,13 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   const bad = batchSizes.find((n) => !Number.isInteger(n) || n < 1 || n > 1_000_000);
   if (bad !== undefined)
     throw new UsageError(`--batch-sizes takes integers between 1 and 1000000, not "${values['batch-sizes']}"`);
-  return { orders: Math.round(1_000_000 * scale), batchSizes, databaseUrl: values['database-url'] };
+  if (values.only !== undefined && values.only !== 'precision') {
+    throw new UsageError(`--only takes precision, not "${values.only}"`);
+  }
+  return {
+    orders: Math.round(1_000_000 * scale),
+    batchSizes,
+    databaseUrl: values['database-url'],
+    only: values.only as 'precision' | undefined,
+  };
 }

@@ -5,6 +5,7 @@ import type { Latency } from './buyers.js';
 import { STORES, type Conservation, type Dataset } from './data.js';
 import type { Drain, Job } from './drain.js';
 import type { Floor } from './floor.js';
+import type { LatenessFigures, Precision } from './precision.js';
 import type { SeedLoop } from './seed-loop.js';
 import type { BatchSize } from './sweep.js';
 import type { Tick } from './tick.js';
@@ -23,6 +24,7 @@ export interface Results {
   ticks: { small: Tick[]; large: Tick[] };
   buyers: { alone: Latency; duringDrain: Latency & { drain: Drain } };
   batchSizes: BatchSize[];
+  precision: Precision;
   conservation: { generated: Conservation; end: Conservation };
   ratios: Ratios;
   wallMs: number;
@@ -41,7 +43,17 @@ export interface Ratios {
   buyerP99DuringDrainOverAlone: number;
 }
 
-const TARGETS = { oursOverSeedLoop: 100, oursOverFloor: 2, idleTickMs: 2, tickLargeOverSmall: 1.5, buyerP99: 3 };
+const TARGETS = {
+  oursOverSeedLoop: 100,
+  oursOverFloor: 2,
+  idleTickMs: 2,
+  tickLargeOverSmall: 1.5,
+  buyerP99: 3,
+  latenessP99Ms: 1_000,
+  latenessMaxMs: 2_000,
+  idleCorePercent: 0.2,
+  idleConnections: 1,
+};
 
 export function ratios(r: Omit<Results, 'ratios' | 'wallMs'>): Ratios {
   const tickRatio = (job: Job) => {
@@ -180,9 +192,49 @@ function rows(r: Results): Row[] {
             `cancel ${int(b.cancel.ordersPerSecond)}/s, confirm ${int(b.confirm.ordersPerSecond)}/s, buyer p99 in drain ${ms(b.buyerP99Ms)}`,
           ]),
         ]),
+    ...precisionRows(r.precision),
     'Checks',
     ['stock and money conserved', conserved(r) ? 'yes' : `NO: ${JSON.stringify(r.conservation)}`, 'yes', conserved(r)],
   ];
+}
+
+const lateness = (f: LatenessFigures) =>
+  `p50 ${ms(f.p50Ms)}, p99 ${ms(f.p99Ms)}, max ${ms(f.maxMs)} (${int(f.orders)} orders)`;
+
+function precisionRows(p: Precision): Row[] {
+  const idleMet = p.idle.p99Ms <= TARGETS.latenessP99Ms && p.idle.maxMs <= TARGETS.latenessMaxMs;
+  const core = p.idleCost.cpuMsPerSecond === null ? null : p.idleCost.cpuMsPerSecond / 10;
+  return [
+    `Deadline precision (real pg_cron ${p.pgCron} schedule, precision ${p.precision})`,
+    [
+      'lateness, orders due at spread-out instants',
+      lateness(p.idle),
+      `p99 ≤ ${ms(TARGETS.latenessP99Ms)}, max ≤ ${ms(TARGETS.latenessMaxMs)}`,
+      idleMet,
+    ],
+    [`lateness, ${int(p.wave.orders)} orders due at one instant`, lateness(p.wave)],
+    ['lateness, orders due at spread-out instants meanwhile', lateness(p.duringWave)],
+    [
+      `idle: CPU of the waiting backend (${p.idleCost.seconds.toFixed(0)} s)`,
+      core === null ? 'n/a (not this machine)' : `${core.toFixed(3)} % of a core`,
+      `≤ ${TARGETS.idleCorePercent} %`,
+      core === null ? undefined : core <= TARGETS.idleCorePercent,
+    ],
+    [
+      'idle: connections running a job',
+      `${p.idleCost.connectionsMedian} (at most ${p.idleCost.connectionsMax} at a tick)`,
+      `≤ ${TARGETS.idleConnections}`,
+      p.idleCost.connectionsMedian <= TARGETS.idleConnections,
+    ],
+  ];
+}
+
+const precisionNote =
+  'Deadline precision: a database of its own with the same data, its jobs scheduled in pg_cron (every minute, default settings), measured once the first tick has started the waiter. Lateness: cancelled_at - pay_deadline, received_at - receipt_deadline. Spread-out: unpaid and shipped orders alternately, due evenly over 90 s. One instant: every unpaid order of the data (category 0) due at once, with 60 more due over the 30 s after. Idle CPU: /proc/<pid>/schedstat of each backend pg_cron ran a job on, sampled twice a second for 60 s with nothing due; connections: those backends, sampled alike.';
+
+/** The precision part alone (npm run bench -- --only precision). */
+export function formatPrecisionTable(p: Precision): string {
+  return formatRows(precisionRows(p), [precisionNote]);
 }
 
 /** How each figure was obtained: printed under the table. */
@@ -197,6 +249,7 @@ function notes(r: Results): string[] {
     `Idle tick: clock_timestamp() read around the CALL in a DO block, so server time including the procedure's commits; median of ${tickCalls} calls on one connection after a first, and of ${tickCalls} first calls of new connections (pg_cron opens one per run); as_of before every deadline.`,
     'Buyers: each a loop of BEGIN; place_order (3 books of a random store); pay_order; COMMIT; "during a drain": purchases started while a cancel drain ran.',
     "Memory: this Node process's RSS sampled every 10 ms; temp files: growth of pg_stat_database.temp_bytes.",
+    precisionNote,
   ];
 }
 
@@ -209,7 +262,11 @@ const verdict = (met: boolean | undefined) => (met === undefined ? '' : met ? 'm
 
 /** The table, as Markdown with aligned columns, so that it reads in a terminal and pastes into the README. */
 export function formatTable(r: Results): string {
-  const cells = rows(r).map((row) =>
+  return formatRows(rows(r), notes(r));
+}
+
+function formatRows(table: Row[], notes: string[]): string {
+  const cells = table.map((row) =>
     typeof row === 'string' ? [`**${row}**`, '', '', ''] : [row[0], row[1], row[2] ?? '', verdict(row[3])],
   );
   const header = ['measurement', 'result', 'target', ''];
@@ -220,12 +277,12 @@ export function formatTable(r: Results): string {
     `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
     ...cells.map(line),
     '',
-    ...notes(r).map((note) => `- ${note}`),
+    ...notes.map((note) => `- ${note}`),
   ].join('\n');
 }
 
 /** Writes the figures to bench/results/<timestamp>.json; returns the path. */
-export async function writeJson(r: Results): Promise<string> {
+export async function writeJson(r: { startedAt: string }): Promise<string> {
   const dir = path.join(import.meta.dirname, 'results');
   await mkdir(dir, { recursive: true });
   const file = path.join(dir, `${r.startedAt.replace(/[:.]/g, '-')}.json`);

@@ -5,6 +5,8 @@ import { getDatabase } from '../scripts/database/index.js';
 import { migrate } from '../src/index.js';
 
 export interface BenchServer {
+  /** A superuser's connection string to the server (its cron database, for a local one). */
+  url: string;
   /** Creates a database migrated with the package (no pg_cron jobs) and returns its URL. */
   createDatabase(name: string): Promise<string>;
   /** Drops the bench's databases and stops what it started; idempotent. */
@@ -30,6 +32,7 @@ export async function startServer(databaseUrl: string | undefined, log: (line: s
 
   let stopping: Promise<void> | undefined;
   return {
+    url: server.url,
     async createDatabase(name) {
       await (templateReady ??= createTemplate());
       await admin(`create database ${name} template ${TEMPLATE}`);

@@ -194,12 +194,22 @@ build_base() {
 }
 
 build_image() {
-  log "building $image from docker/postgres-cron (layers cached after the first build)"
+  local tag="$image" build_args=()
+  # ORDER_AUTOMATION_PG_CRON_SOURCE (a pg_cron-<version>.tar.gz): pg_cron built from that source,
+  # under the tag scripts/database.ts gives that variant.
+  if [ -n "${ORDER_AUTOMATION_PG_CRON_SOURCE:-}" ]; then
+    local file
+    file="$(basename "$ORDER_AUTOMATION_PG_CRON_SOURCE")"
+    cp "$ORDER_AUTOMATION_PG_CRON_SOURCE" "$dockerfile_dir/vendor/$file"
+    tag="$image-${file%.tar.gz}"
+    build_args=(--build-arg "PG_CRON_SOURCE=$file")
+  fi
+  log "building $tag from docker/postgres-cron (layers cached after the first build)"
   # --pull=never: there is no registry; the base was imported above. The provider builds the same
   # Dockerfile again through the API and finds every layer cached.
   # --format docker: what builds through the Docker API produce, so both share one layer cache.
   mkdir -p "$state_dir"
-  podman build --pull=never --format docker -t "$image" "$dockerfile_dir" >"$state_dir/build.log" 2>&1 ||
+  podman build --pull=never --format docker "${build_args[@]}" -t "$tag" "$dockerfile_dir" >"$state_dir/build.log" 2>&1 ||
     { tail -n 30 "$state_dir/build.log" >&2; die "podman build failed (log: $state_dir/build.log)"; }
   # Each build through testcontainers adds its labels as new, uncached steps and moves the tag,
   # leaving the previous top images untagged; the cached layers below stay (they have children).
@@ -208,8 +218,12 @@ build_image() {
 
 # Removes our pg_cron containers that a killed test run left (a finished run removes its own).
 remove_containers() {
-  local ids=()
-  mapfile -t ids < <(podman ps -aq --filter "ancestor=$image" 2>/dev/null || true)
+  local ids=() tags=() t
+  # The image and its pg_cron-from-source variants (tags "$image-pg_cron-<version>").
+  mapfile -t tags < <(podman images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep -F "$image" || true)
+  for t in "${tags[@]}"; do
+    mapfile -t -O "${#ids[@]}" ids < <(podman ps -aq --filter "ancestor=$t" 2>/dev/null || true)
+  done
   if [ ${#ids[@]} -gt 0 ]; then
     log "removing left-over containers ${ids[*]}"
     podman rm -f -t 0 "${ids[@]}" >/dev/null

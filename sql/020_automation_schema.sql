@@ -35,6 +35,7 @@ create table order_automation.settings (
   state_shipped smallint not null default 2,
   state_received smallint not null default 3,
   state_cancelled smallint not null default 4,
+  precision interval not null default '1 second',
   -- Constraint names are the messages a user sees when a value is refused.
   constraint "settings has exactly one row" check (singleton),
   constraint "payment_timeout must be a positive interval" check (payment_timeout > interval '0'),
@@ -68,13 +69,15 @@ create table order_automation.settings (
   constraint "state_paid and state_cancelled must differ" check (state_paid <> state_cancelled),
   constraint "state_shipped and state_received must differ" check (state_shipped <> state_received),
   constraint "state_shipped and state_cancelled must differ" check (state_shipped <> state_cancelled),
-  constraint "state_received and state_cancelled must differ" check (state_received <> state_cancelled)
+  constraint "state_received and state_cancelled must differ" check (state_received <> state_cancelled),
+  constraint "precision must be between 10 milliseconds and 1 minute"
+    check (precision between interval '10 milliseconds' and interval '1 minute')
 );
 insert into order_automation.settings default values;
 comment on table order_automation.settings is
   'Exactly one row: deadlines of new orders / shipments, batch size and time budget of each run';
 comment on column order_automation.settings.max_run_time is
-  'A run stops starting new batches after this long, so it ends before the next pg_cron tick';
+  'A run called by hand (or by pg_cron at precision 1 minute) stops starting new batches after this long, so it ends before the next pg_cron tick';
 comment on column order_automation.settings.payment_grace is
   'Default of payment_started(): how long an order whose payment is in flight is safe from auto-cancel';
 comment on column order_automation.settings.receipt_extension is
@@ -89,6 +92,8 @@ comment on column order_automation.settings.bookkeeping is
   'full: the database books every change of every writer (stock, money) and refuses illegal ones; automation: it books only the package''s own jobs, and an app that books its own changes is neither booked nor refused';
 comment on column order_automation.settings.state_unpaid is
   'The codes new_order.state uses (state_unpaid .. state_cancelled, default 0-4): the lifecycle, the automation, its indexes, the status and the history follow them';
+comment on column order_automation.settings.precision is
+  'How late after its deadline an order may be processed: pg_cron''s run waits for deadlines until the next tick, checking at least this often (1 minute: one pass per tick)';
 
 create table order_automation.store_settings (
   store_id text primary key references public.user_store on delete cascade,
@@ -142,11 +147,14 @@ create table order_automation.run (
   finished_at timestamptz,
   processed bigint not null default 0,
   failed bigint not null default 0,
-  error text
+  error text,
+  max_lateness interval
 );
 create index run_job_started on order_automation.run (job, id desc);
 comment on table order_automation.run is
   'One row per run of a procedure; finished_at NULL means running, or killed before it could finish';
+comment on column order_automation.run.max_lateness is
+  'The latest, after its deadline, that the run processed an order (processed time minus deadline; negative: before it, for an as_of ahead of now)';
 
 create table order_automation.order_failure (
   id bigint generated always as identity primary key,

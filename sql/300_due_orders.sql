@@ -48,7 +48,9 @@ end $$;
 comment on function order_automation.due_orders(text, timestamptz, integer, text[]) is
   'Locks and returns up to batch_size orders a job must process at as_of (held orders never are), skipping skip_ids and rows locked by others';
 
-create or replace function order_automation.process_orders(job text, ids text[]) returns bigint
+create or replace function order_automation.process_orders(
+  job text, ids text[], out processed bigint, out max_lateness interval
+)
 language plpgsql
 -- As the package's owner: only this code path may claim the jobs' causes (order_automation.job_claim).
 -- Whoever may call it can therefore do no more than the job itself: each statement re-checks the
@@ -57,36 +59,41 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  n bigint;
   s order_automation.settings := (select x from order_automation.settings x);
 begin
-  -- Set-based: the lifecycle triggers book the whole set in one pass.
+  -- Set-based: the lifecycle triggers book the whole set in one pass. The same statement measures
+  -- how late after its deadline each order was processed.
   case process_orders.job
     when 'cancel_expired_orders' then
       perform order_automation.claim_cause('payment_timeout');
-      update public.new_order o set state = s.state_cancelled, cancelled_at = now()
-       where o.order_id = any (process_orders.ids) and o.state = s.state_unpaid and o.held_at is null;
+      with done as (
+        update public.new_order o set state = s.state_cancelled, cancelled_at = now()
+         where o.order_id = any (process_orders.ids) and o.state = s.state_unpaid and o.held_at is null
+        returning o.cancelled_at - o.pay_deadline as lateness)
+      select count(*), max(done.lateness) into processed, max_lateness from done;
     when 'confirm_shipped_orders' then
       perform order_automation.claim_cause('receipt_timeout');
-      update public.new_order o set state = s.state_received, received_at = now()
-       where o.order_id = any (process_orders.ids) and o.state = s.state_shipped and o.held_at is null;
+      with done as (
+        update public.new_order o set state = s.state_received, received_at = now()
+         where o.order_id = any (process_orders.ids) and o.state = s.state_shipped and o.held_at is null
+        returning o.received_at - o.receipt_deadline as lateness)
+      select count(*), max(done.lateness) into processed, max_lateness from done;
     when 'purge_cancelled_orders' then
       perform order_automation.claim_cause('purge_cancelled_orders');
       delete from public.new_order_detail d using public.new_order o
        where d.order_id = any (process_orders.ids) and o.order_id = any (process_orders.ids)
          and o.order_id = d.order_id and o.state = s.state_cancelled;
       delete from public.new_order o where o.order_id = any (process_orders.ids) and o.state = s.state_cancelled;
+      get diagnostics processed = row_count;
   end case;
-  get diagnostics n = row_count;
   perform order_automation.claim_cause(null);
-  return n;
 end $$;
 comment on function order_automation.process_orders(text, text[]) is
-  'Applies a job to orders due_orders() locked: cancel (unpaid ones), confirm (shipped ones), or delete (cancelled ones), none of them held; returns how many';
+  'Applies a job to orders due_orders() locked: cancel (unpaid ones), confirm (shipped ones), or delete (cancelled ones), none of them held; returns how many, and the latest after its deadline that one was processed';
 
 create or replace function order_automation.process_due_batch(
   job text, as_of timestamptz, batch_size integer, run_id bigint, skip_ids text[],
-  out processed bigint, out failed text[]
+  out processed bigint, out failed text[], out max_lateness interval
 )
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -98,6 +105,8 @@ declare
   ids text[] := order_automation.due_orders(process_due_batch.job, process_due_batch.as_of,
                                             process_due_batch.batch_size, process_due_batch.skip_ids);
   one text;
+  one_processed bigint;
+  one_lateness interval;
   err_state text;
   err_message text;
 begin
@@ -107,7 +116,8 @@ begin
     return;
   end if;
   begin
-    processed := order_automation.process_orders(process_due_batch.job, ids);
+    select p.processed, p.max_lateness into processed, max_lateness
+      from order_automation.process_orders(process_due_batch.job, ids) p;
     return;
   exception
     when lock_not_available or deadlock_detected then raise;
@@ -136,7 +146,10 @@ begin
   end if;
   foreach one in array ids loop
     begin
-      processed := processed + order_automation.process_orders(process_due_batch.job, array[one]);
+      select p.processed, p.max_lateness into one_processed, one_lateness
+        from order_automation.process_orders(process_due_batch.job, array[one]) p;
+      processed := processed + one_processed;
+      max_lateness := greatest(max_lateness, one_lateness);
     exception
       when lock_not_available or deadlock_detected then raise;
       when others then
@@ -148,7 +161,7 @@ begin
   end loop;
 end $$;
 comment on function order_automation.process_due_batch(text, timestamptz, integer, bigint, text[]) is
-  'One batch of a run: processes up to batch_size due orders not in skip_ids; returns how many, and the orders that failed (recorded in order_failure)';
+  'One batch of a run: processes up to batch_size due orders not in skip_ids; returns how many, the orders that failed (recorded in order_failure), and the latest after its deadline that one was processed';
 
 create or replace function order_automation.remind_due_soon(
   job text, as_of timestamptz, run_id bigint default null, max_orders integer default 500
@@ -272,13 +285,63 @@ end $$;
 comment on function order_automation.write_reminders(smallint, text[]) is
   'Marks the orders ids (locked by remind_due_soon) reminded in state soon_state and writes their due-soon events; returns how many';
 
--- The driver commits after every batch, and a procedure with a SET clause cannot COMMIT: so it has
--- none. Everything in it is therefore written so that the caller's search_path cannot reach it:
--- functions and operators schema-qualified (OPERATOR(pg_catalog.x); BETWEEN and IN expand to
+-- The drivers commit after every batch, and a procedure with a SET clause cannot COMMIT: so they
+-- have none. Everything in them is therefore written so that the caller's search_path cannot reach
+-- it: functions and operators schema-qualified (OPERATOR(pg_catalog.x); BETWEEN and IN expand to
 -- unqualified operators, so they are not used), types either SQL keywords (bigint, integer,
 -- interval, boolean) or qualified (pg_catalog.text, pg_catalog.timestamptz), no record variable.
--- It cannot SET lock_timeout either: it sets it at the start of each of its transactions, so a lock
--- held forever on one of the package's tables ends the run instead of hanging the schedule.
+-- They cannot SET lock_timeout either: they set it at the start of each of their transactions, so a
+-- lock held forever on one of the package's tables ends the run instead of hanging the schedule.
+create or replace procedure order_automation.run_due_orders_in_batches(
+  jobs text[], run_ids bigint[], as_of timestamptz, batch_size integer, stop_at timestamptz,
+  inout skip_ids text[], inout error_job text, inout error_state text, inout error_message text
+)
+language plpgsql
+as $$
+declare
+  draining boolean[] := pg_catalog.array_fill(true, array[pg_catalog.cardinality(run_due_orders_in_batches.jobs)]);
+  batch_processed bigint;
+  batch_failed pg_catalog.text[];
+  batch_lateness interval;
+begin
+  -- One batch of each job in turn, so that a backlog of one job never holds the other's deadlines
+  -- back; a commit after each batch.
+  <<rounds>>
+  while true operator(pg_catalog.=) any (draining) loop
+    for i in 1 .. pg_catalog.cardinality(run_due_orders_in_batches.jobs) loop
+      continue when not draining[i];
+      perform pg_catalog.set_config('lock_timeout', '5s', true);
+      begin
+        select b.processed, b.failed, b.max_lateness into batch_processed, batch_failed, batch_lateness
+          from order_automation.process_due_batch(
+                 run_due_orders_in_batches.jobs[i], run_due_orders_in_batches.as_of, run_due_orders_in_batches.batch_size,
+                 run_due_orders_in_batches.run_ids[i], run_due_orders_in_batches.skip_ids) b;
+      -- query_canceled too (a cancel request, a caller's statement_timeout): the run records it, then re-raises.
+      exception when others or query_canceled then
+        get stacked diagnostics error_state = returned_sqlstate, error_message = message_text;
+        error_job := run_due_orders_in_batches.jobs[i];
+        return;
+      end;
+      -- Nothing done, nothing written: a pass that finds nothing due costs no WAL.
+      if batch_processed operator(pg_catalog.>) 0 or pg_catalog.cardinality(batch_failed) operator(pg_catalog.>) 0 then
+        skip_ids := skip_ids operator(pg_catalog.||) batch_failed;
+        update order_automation.run r
+           set processed = r.processed operator(pg_catalog.+) batch_processed,
+               failed = r.failed operator(pg_catalog.+) pg_catalog.cardinality(batch_failed),
+               max_lateness = greatest(r.max_lateness, batch_lateness)
+         where r.id operator(pg_catalog.=) run_due_orders_in_batches.run_ids[i];
+      end if;
+      commit;
+      -- A short batch means nothing else is due (or it is locked by another run, which will do it).
+      draining[i] := batch_processed operator(pg_catalog.+) pg_catalog.cardinality(batch_failed)
+                     operator(pg_catalog.>=) run_due_orders_in_batches.batch_size;
+      exit rounds when pg_catalog.clock_timestamp() operator(pg_catalog.>=) run_due_orders_in_batches.stop_at;
+    end loop;
+  end loop;
+end $$;
+comment on procedure order_automation.run_due_orders_in_batches(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text) is
+  'The batch loop of a run: batches of each job in turn (counted in its run row) until every job is drained at as_of or stop_at is reached; stops at the first error, returned in error_*';
+
 create or replace procedure order_automation.run_due_orders(
   job text, as_of timestamptz, batch_size integer, inout processed bigint
 )
@@ -291,9 +354,7 @@ declare
   budget interval;
   started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
   skip_ids pg_catalog.text[] := '{}'::pg_catalog.text[];
-  batch_processed bigint;
-  batch_failed pg_catalog.text[];
-  failed_count bigint := 0;
+  err_job pg_catalog.text;
   err_state pg_catalog.text;
   err_message pg_catalog.text;
   remind_state pg_catalog.text;
@@ -333,35 +394,18 @@ begin
       values (run_id, null, remind_state, remind_message, 'remind_due_soon');
   end;
   commit;
-  loop
-    exit when err_state is not null;
-    perform pg_catalog.set_config('lock_timeout', '5s', true);
-    begin
-      select b.processed, b.failed into batch_processed, batch_failed
-        from order_automation.process_due_batch(run_due_orders.job, run_as_of, run_batch_size, run_id, skip_ids) b;
-    -- query_canceled too (a cancel request, a caller's statement_timeout): the run records it, then re-raises.
-    exception when others or query_canceled then
-      get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
-    end;
-    exit when err_state is not null;
-    processed := processed operator(pg_catalog.+) batch_processed;
-    failed_count := failed_count operator(pg_catalog.+) pg_catalog.cardinality(batch_failed);
-    skip_ids := skip_ids operator(pg_catalog.||) batch_failed;
-    update order_automation.run r
-       set processed = run_due_orders.processed, failed = failed_count
-     where r.id operator(pg_catalog.=) run_id;
-    commit;
-    -- A short batch means nothing else is due (or it is locked by another run, which will do it).
-    exit when batch_processed operator(pg_catalog.+) pg_catalog.cardinality(batch_failed) operator(pg_catalog.<) run_batch_size;
-    exit when pg_catalog.clock_timestamp() operator(pg_catalog.-) started operator(pg_catalog.>=) budget;
-  end loop;
+  if err_state is null then
+    call order_automation.run_due_orders_in_batches(array[run_due_orders.job], array[run_id], run_as_of, run_batch_size,
+                                           started operator(pg_catalog.+) budget,
+                                           skip_ids, err_job, err_state, err_message);
+  end if;
 
   perform pg_catalog.set_config('lock_timeout', '5s', true);
   update order_automation.run r
-     set finished_at = pg_catalog.clock_timestamp(), processed = run_due_orders.processed,
-         failed = failed_count,
+     set finished_at = pg_catalog.clock_timestamp(),
          error = case when err_state is not null then pg_catalog.format('%s (SQLSTATE %s)', err_message, err_state) end
-   where r.id operator(pg_catalog.=) run_id;
+   where r.id operator(pg_catalog.=) run_id
+  returning r.processed into processed;
   commit;
   if err_state is not null then
     raise exception using errcode = err_state, message = err_message;
@@ -378,6 +422,14 @@ as $$
 declare
   purged bigint;
 begin
+  -- pg_cron's run waits for deadlines until just past its next tick; any other is one pass, and so
+  -- is pg_cron's when the waiter's locks are held by another role (cancelled NULL).
+  if order_automation.run_waits(cancel_expired_orders.as_of) then
+    call order_automation.run_due_orders_until_tick('cancel_expired_orders', cancel_expired_orders.batch_size, cancelled);
+    if cancelled is not null then
+      return;
+    end if;
+  end if;
   call order_automation.run_due_orders('cancel_expired_orders', cancel_expired_orders.as_of,
                                        cancel_expired_orders.batch_size, cancelled);
   perform pg_catalog.set_config('lock_timeout', '5s', true);
@@ -387,7 +439,7 @@ begin
   end if;
 end $$;
 comment on procedure order_automation.cancel_expired_orders(timestamptz, integer, bigint) is
-  'Cancels every unpaid order with pay_deadline <= as_of (default now): books back on the shelf. Returns cancelled. Call it outside a transaction block: it commits after each batch';
+  'Cancels every unpaid order with pay_deadline <= as_of (default now): books back on the shelf. Returns cancelled. Call it outside a transaction block: it commits after each batch. Run by pg_cron, it waits for deadlines until just past its next tick (setting precision)';
 
 create or replace procedure order_automation.confirm_shipped_orders(
   as_of timestamptz default null, batch_size integer default null, inout confirmed bigint default null
@@ -395,11 +447,19 @@ create or replace procedure order_automation.confirm_shipped_orders(
 language plpgsql
 as $$
 begin
+  -- pg_cron's run waits for deadlines until just past its next tick; any other is one pass, and so
+  -- is pg_cron's when the waiter's locks are held by another role (confirmed NULL).
+  if order_automation.run_waits(confirm_shipped_orders.as_of) then
+    call order_automation.run_due_orders_until_tick('confirm_shipped_orders', confirm_shipped_orders.batch_size, confirmed);
+    if confirmed is not null then
+      return;
+    end if;
+  end if;
   call order_automation.run_due_orders('confirm_shipped_orders', confirm_shipped_orders.as_of,
                                        confirm_shipped_orders.batch_size, confirmed);
 end $$;
 comment on procedure order_automation.confirm_shipped_orders(timestamptz, integer, bigint) is
-  'Marks received every shipped order with receipt_deadline <= as_of (default now): sellers are paid. Returns confirmed. Call it outside a transaction block: it commits after each batch';
+  'Marks received every shipped order with receipt_deadline <= as_of (default now): sellers are paid. Returns confirmed. Call it outside a transaction block: it commits after each batch. Run by pg_cron, it waits for deadlines until just past its next tick (setting precision)';
 
 create or replace procedure order_automation.purge_cancelled_orders(
   as_of timestamptz default null, batch_size integer default null, inout purged bigint default null

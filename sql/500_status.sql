@@ -30,7 +30,7 @@ returns table (
   last_run_id bigint, last_started_at timestamptz, last_finished_at timestamptz,
   last_processed bigint, last_failed bigint, last_error text,
   due_now bigint, held bigint, next_deadline timestamptz,
-  cron_state text, cron_schedule text
+  cron_state text, cron_schedule text, worst_lateness interval
 )
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
@@ -74,7 +74,11 @@ begin
               when c.jobid is null then 'missing'
               when c.active then 'active'
               else 'paused' end,
-         c.schedule
+         c.schedule,
+         -- An hour of runs at the default schedule, read backwards through run_job_started. Orders
+         -- processed ahead of their deadline (a run with an as_of ahead of now) count as on time.
+         (select case when max(x.max_lateness) < interval '0' then interval '0' else max(x.max_lateness) end
+            from (select r.max_lateness from order_automation.run r where r.job = j.job order by r.id desc limit 60) x)
     from order_automation.job j
     cross join (select order_automation.cron_schema() as pg_cron) here
     left join order_automation.pg_cron_jobs() c on c.job = j.job
@@ -82,4 +86,4 @@ begin
    order by j.job;
 end $$;
 comment on function order_automation.job_status(timestamptz) is
-  'Per job: schedule, active, last run (start, end, orders processed, failures, error), orders due at `at`, orders held, the next deadline after it, and its state in pg_cron (active, paused, missing, not scheduled; NULL when pg_cron lives in another database)';
+  'Per job: schedule, active, last run (start, end, orders processed, failures, error), orders due at `at`, orders held, the next deadline after it, its state in pg_cron (active, paused, missing, not scheduled; NULL when pg_cron lives in another database), and the worst lateness of its last 60 runs';

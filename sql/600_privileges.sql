@@ -73,13 +73,19 @@ begin
       order_automation.confirm_shipped_orders(timestamptz, integer, bigint),
       order_automation.purge_cancelled_orders(timestamptz, integer, bigint),
       order_automation.purge_history(bigint),
-      order_automation.run_due_orders(text, timestamptz, integer, bigint)
+      order_automation.run_due_orders(text, timestamptz, integer, bigint),
+      order_automation.run_due_orders_in_batches(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text),
+      order_automation.run_due_orders_until_tick(text, integer, bigint)
       to order_automation_admin;
     grant execute on function
       order_automation.due_orders(text, timestamptz, integer, text[]),
       order_automation.process_due_batch(text, timestamptz, integer, bigint, text[]),
       order_automation.process_orders(text, text[]),
       order_automation.remind_due_soon(text, timestamptz, bigint, integer),
+      -- The waiter: a run started on a connection named pg_cron waits for deadlines, whoever calls it.
+      order_automation.run_waits(timestamptz), order_automation.waiter_plan(),
+      order_automation.start_runs(text[], integer), order_automation.finish_runs(bigint[], text, text),
+      order_automation.waiter_lock_ours(integer), order_automation.successor_waiting(integer),
       order_automation.cron_jobname(text), order_automation.cron_schema(), order_automation.cron_database(),
       order_automation.job_status(timestamptz), order_automation.pg_cron_jobs(),
       order_automation.set_schedule(text, text, boolean)

@@ -89,6 +89,12 @@ export const settingsDescriptor = {
     nullable: false,
     doc: 'the code new_order.state uses for cancelled (an adopted app may use -1)',
   },
+  precision: {
+    column: 'precision',
+    kind: 'interval',
+    nullable: false,
+    doc: "how late after its deadline an order may be processed; '1 minute': one pass per pg_cron tick",
+  },
 } as const satisfies Record<
   string,
   { column: string; kind: 'interval' | 'integer' | 'text'; nullable: boolean; doc: string }

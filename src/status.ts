@@ -45,6 +45,11 @@ export interface JobStatus {
   /** Orders held (hold / release), so not processed however due. */
   held: number | null;
   nextDeadline: Date | null;
+  /**
+   * The latest after its deadline that the job's last 60 runs processed an order, in milliseconds
+   * (0: none late); null when they processed none.
+   */
+  worstLatenessMs: number | null;
 }
 
 export interface Status {
@@ -71,6 +76,7 @@ interface JobStatusRow {
   next_deadline: Date | null;
   cron_state: 'active' | 'paused' | 'missing' | 'not scheduled' | null;
   cron_schedule: string | null;
+  worst_lateness_ms: number | null;
   database: string;
 }
 
@@ -115,7 +121,8 @@ async function readJobs(
 export async function getStatus(db: Db): Promise<Status> {
   return withClient(db, async (client) => {
     const { rows } = await client.query<JobStatusRow>(
-      'select *, current_database() as database from order_automation.job_status()',
+      `select *, (extract(epoch from worst_lateness) * 1000)::float8 as worst_lateness_ms, current_database() as database
+         from order_automation.job_status()`,
     );
     const settings = await getSettings(client);
     const storeSettings = await getStoreSettings(client);
@@ -152,6 +159,7 @@ export async function getStatus(db: Db): Promise<Status> {
         dueNow: r.due_now === null ? null : Number(r.due_now),
         held: r.held === null ? null : Number(r.held),
         nextDeadline: r.next_deadline,
+        worstLatenessMs: r.worst_lateness_ms,
       };
     });
     return { database, jobs, settings, storeSettings };

@@ -139,7 +139,7 @@ test.concurrent('an unknown setting is a usage error that lists the settings', a
   const unknown = await cli(['settings', 'set', 'nosuch=1'], db.url);
   expect(unknown.code).toBe(2);
   expect(unknown.stderr).toBe(
-    'order-automation: unknown setting "nosuch"; the settings are payment_timeout, receipt_timeout, batch_size, max_run_time, payment_grace, receipt_extension, remind_before, purge_cancelled_after, history_retention, bookkeeping, state_unpaid, state_paid, state_shipped, state_received, state_cancelled.\n' +
+    'order-automation: unknown setting "nosuch"; the settings are payment_timeout, receipt_timeout, batch_size, max_run_time, payment_grace, receipt_extension, remind_before, purge_cancelled_after, history_retention, bookkeeping, state_unpaid, state_paid, state_shipped, state_received, state_cancelled, precision.\n' +
       'Run order-automation --help for usage.\n',
   );
 });

@@ -59,7 +59,9 @@ describe('the settings descriptor', () => {
     const original = await getSettings(db.pool);
     for (const key of keys) {
       const { column, kind, nullable } = settingsDescriptor[key];
-      const sample = { integer: 123, interval: '7 hours', text: 'automation' }[kind];
+      // precision is at most a minute; every other interval takes 7 hours.
+      const [intervalSample, intervalRead] = key === 'precision' ? ['7 seconds', '00:00:07'] : ['7 hours', '07:00:00'];
+      const sample = { integer: 123, interval: intervalSample, text: 'automation' }[kind];
       const values: (string | number | null)[] = [sample];
       if (nullable) values.push(null);
       for (const value of values) {
@@ -68,7 +70,7 @@ describe('the settings descriptor', () => {
         const after = await row();
         expect(after, `${key} = ${value}`).toEqual({ ...before, [column]: after[column] });
         expect(after[column], `${key} = ${value}`).toEqual(
-          value === null ? null : { integer: 123, interval: '07:00:00', text: 'automation' }[kind],
+          value === null ? null : { integer: 123, interval: intervalRead, text: 'automation' }[kind],
         );
         expect(read[key]).toEqual(after[column]);
         expect(await getSettings(db.pool)).toEqual(read);
@@ -100,7 +102,9 @@ describe('the settings descriptor', () => {
         );
         expect((await row())[column]).not.toBeNull();
       }
-      const hours = await cli(['settings', 'set', `${column}=2 hours`]);
+      // precision is at most a minute: it takes 2 seconds where the other intervals take 2 hours.
+      const [span, spanRead] = column === 'precision' ? ['2 seconds', '00:00:02'] : ['2 hours', '02:00:00'];
+      const hours = await cli(['settings', 'set', `${column}=${span}`]);
       if (kind === 'text') {
         // bookkeeping: only its named values pass the table's constraint.
         expect(hours, column).toMatchObject({ code: 1, stdout: '' });
@@ -116,7 +120,7 @@ describe('the settings descriptor', () => {
         expect((await row())[column]).toBe(42);
       } else {
         expect(hours, column).toMatchObject({ code: 0, stderr: '' });
-        expect((await row())[column]).toBe('02:00:00');
+        expect((await row())[column]).toBe(spanRead);
       }
       await updateSettings(db.pool, original);
     }

@@ -28,6 +28,7 @@ const defaults = {
   stateShipped: 2,
   stateReceived: 3,
   stateCancelled: 4,
+  precision: '00:00:01',
 };
 
 describe('settings', () => {

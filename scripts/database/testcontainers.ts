@@ -1,6 +1,7 @@
 // Provider "testcontainers": a container built from docker/postgres-cron, when a Docker engine
 // (or Podman serving the Docker API) answers.
 import { existsSync, readFileSync } from 'node:fs';
+import { copyFile } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import os from 'node:os';
@@ -93,16 +94,36 @@ const CONTAINER_PASSWORD = 'postgres';
 /** How long the server may refuse connections after saying it is ready (port mapping, slow hosts). */
 const CONTAINER_CONNECT_TIMEOUT_MS = 15_000;
 
+/**
+ * ORDER_AUTOMATION_PG_CRON_SOURCE names a pg_cron source tarball (e.g. ../shared/vendor/pg_cron-1.6.7.tar.gz):
+ * it is copied into the build context's vendor/ (git-ignored), and the image builds pg_cron from it
+ * instead of Debian's package, under a tag of its own. scripts/container-engine.sh does the same.
+ */
+async function stagePgCronSource(context: string): Promise<{ file: string; tag: string } | undefined> {
+  const source = process.env.ORDER_AUTOMATION_PG_CRON_SOURCE;
+  if (!source) return undefined;
+  const file = path.basename(source);
+  if (!/^pg_cron-[0-9][0-9A-Za-z.-]*\.tar\.gz$/.test(file)) {
+    throw new Error(`ORDER_AUTOMATION_PG_CRON_SOURCE=${source}: expected a pg_cron-<version>.tar.gz source tarball`);
+  }
+  await copyFile(source, path.join(context, 'vendor', file));
+  return { file, tag: file.replace(/\.tar\.gz$/, '') };
+}
+
 export async function containerDatabase(log: (line: string) => void): Promise<Database> {
   // Loaded only now: importing testcontainers is slow and it talks to the engine.
   // It honours TESTCONTAINERS_RYUK_DISABLED itself; without Ryuk nothing reaps our container, so stop() removes it.
   const { GenericContainer, Wait } = await import('testcontainers');
   const context = fileURLToPath(new URL('../../docker/postgres-cron/', import.meta.url));
-  log(`building ${CONTAINER_IMAGE} from docker/postgres-cron (cached after the first build)`);
+  const cronSource = await stagePgCronSource(context);
+  const imageName = cronSource ? `${CONTAINER_IMAGE}-${cronSource.tag}` : CONTAINER_IMAGE;
+  log(`building ${imageName} from docker/postgres-cron (cached after the first build)`);
   const buildStarted = Date.now();
   // The default pull policy never pulls an image that exists locally: on a machine without a
   // registry, the base that container-engine.sh imported under the Dockerfile's FROM name is used.
-  const image = await GenericContainer.fromDockerfile(context).build(CONTAINER_IMAGE, { deleteOnExit: false });
+  const image = await GenericContainer.fromDockerfile(context)
+    .withBuildArgs(cronSource ? { PG_CRON_SOURCE: cronSource.file } : {})
+    .build(imageName, { deleteOnExit: false });
   log(`image ready in ${Date.now() - buildStarted} ms; starting the pg_cron container`);
   const startStarted = Date.now();
   const container = await image

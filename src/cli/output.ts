@@ -118,6 +118,13 @@ export function eventsTable(events: OrderEvent[], header = true): string {
   return columns(header ? [['id', 'order', 'from', 'to', 'cause', 'at', 'note'], ...rows] : rows);
 }
 
+/** How late an order was processed: milliseconds under a second, then seconds, then minutes. */
+function lateness(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${(ms / 60_000).toFixed(1)} min`;
+}
+
 export function statusText(status: Status, now: Date): string {
   const jobs = status.jobs.map((job) => {
     const run = job.lastRun;
@@ -146,6 +153,7 @@ export function statusText(status: Status, now: Date): string {
       ['due now', job.dueNow === null ? '-' : String(job.dueNow)],
       ['held', job.held === null ? '-' : String(job.held)],
       ['next deadline', job.nextDeadline ? `${time(job.nextDeadline)} (${relative(job.nextDeadline, now)})` : '-'],
+      ['worst lateness', job.worstLatenessMs === null ? '-' : `${lateness(job.worstLatenessMs)} (last 60 runs)`],
     ]);
   });
   return [

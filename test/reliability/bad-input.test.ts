@@ -74,6 +74,7 @@ const outOfRange: Record<string, (string | number | null)[]> = {
   state_shipped: [1, 3, 100_000, null],
   state_received: [2, 4, null],
   state_cancelled: [0, 3, null],
+  precision: ['0', '9 milliseconds', '-1 second', '61 seconds', '1 minute 00:00:00.001', '1 day', null],
 };
 /** Not values at all, for any setting. */
 const nonsense = [

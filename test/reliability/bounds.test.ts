@@ -43,6 +43,7 @@ const upperBounds: Record<string, string> = {
   remind_before: '365 days',
   purge_cancelled_after: '3650 days',
   history_retention: '3650 days',
+  precision: '1 minute',
 };
 /** What a page of the order history may hold: 1 MiB of text, give or take its last row. */
 const pageBytes = 1024 * 1024;
