@@ -45,6 +45,12 @@ async function roomBeforeTick(ms: number): Promise<void> {
   if (msToNextMinute() < ms) await sleep(msToNextMinute() + 2_500);
 }
 
+/**
+ * When the coming tick is: a run that returns before it did not wait (a waiting run stays until just
+ * past the tick). Judged by the clock, not by a duration, so that a busy machine does not fail it.
+ */
+const nextTickAt = () => Date.now() + msToNextMinute();
+
 /** What the backend of pid is doing. */
 async function activity(db: pg.Pool, pid: number) {
   const { rows } = await db.query<{ wait_event: string | null; state: string }>(
@@ -150,10 +156,10 @@ describe.concurrent('the run pg_cron starts waits for deadlines', () => {
     await roomBeforeTick(10_000);
     const waiter = await scheduledCall(db.url, 'cancel_expired_orders');
     await until('the run to wait', async () => (await activity(db.pool, waiter.pid))?.wait_event === 'PgSleep', 5_000);
-    const started = Date.now();
+    const tickAt = nextTickAt();
     const other = await (await scheduledCall(db.url, 'confirm_shipped_orders')).done;
     expect(other).toEqual({ processed: 0 });
-    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(Date.now(), 'the other run returned before the tick').toBeLessThan(tickAt);
     await placeDueAt(db.pool, 'c', { shipped: [inSeconds(0.5)] });
     await until('the shipped order to be confirmed', async () => (await latenessOf(db.pool, 'c')).pending === 0, 5_000);
     await db.pool.query(`update order_automation.job set active = false`);
@@ -214,18 +220,17 @@ describe.concurrent('the run pg_cron starts waits for deadlines', () => {
       ).rows[0]!;
       await holder.query('select pg_advisory_lock(424201, t) from generate_series($1::int, $1::int + 3) t', [tick]);
       await placeDueAt(db.pool, 's', { unpaid: [inSeconds(-1), inSeconds(-2)], shipped: [inSeconds(-1)] });
-      const started = Date.now();
+      const tickAt = nextTickAt();
       expect(await (await scheduledCall(db.url, 'cancel_expired_orders')).done).toEqual({ processed: 2 });
       expect(await (await scheduledCall(db.url, 'confirm_shipped_orders')).done).toEqual({ processed: 1 });
-      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(Date.now(), 'both runs returned before the tick').toBeLessThan(tickAt);
 
       // The waiter's own lock squatted, the tick's free: the run does not wait for the squatter.
       await holder.query('select pg_advisory_unlock_all()');
       await holder.query('select pg_advisory_lock(424201, 0)');
       await placeDueAt(db.pool, 't', { unpaid: [inSeconds(-1)] });
-      const again = Date.now();
       expect(await (await scheduledCall(db.url, 'cancel_expired_orders')).done).toEqual({ processed: 1 });
-      expect(Date.now() - again).toBeLessThan(5_000);
+      expect(Date.now(), 'the run returned before the tick').toBeLessThan(tickAt);
       expect((await latenessOf(db.pool, 's')).pending + (await latenessOf(db.pool, 't')).pending).toBe(0);
     } finally {
       await holder.end();
@@ -236,23 +241,23 @@ describe.concurrent('the run pg_cron starts waits for deadlines', () => {
   test("with precision '1 minute', and for a run given as_of, pg_cron's run is one pass", async () => {
     const db = await shop();
     await placeDueAt(db.pool, 'o', { unpaid: [inSeconds(-1)], shipped: [inSeconds(-1)] });
-    const started = Date.now();
+    await roomBeforeTick(10_000);
+    const tickAt = nextTickAt();
     expect(await (await scheduledCall(db.url, 'confirm_shipped_orders', 'as_of => now()')).done).toEqual({
       processed: 1,
     });
     await updateSettings(db.pool, { precision: '1 minute' });
     expect(await (await scheduledCall(db.url, 'cancel_expired_orders')).done).toEqual({ processed: 1 });
-    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(Date.now(), 'both runs returned before the tick').toBeLessThan(tickAt);
     expect((await runsOf(db.pool, 'cancel_expired_orders')).length).toBe(1);
   });
 
   test('a statement_timeout ends the waiting run before it would cancel it', async () => {
     const db = await shop();
     await roomBeforeTick(10_000);
-    const started = Date.now();
+    // Cancelled by the timeout, the CALL would fail and its run record SQLSTATE 57014.
     const waiter = await scheduledCall(db.url, 'cancel_expired_orders', '', `set statement_timeout = '4s'`);
     expect(await waiter.done).toEqual({ processed: 0 });
-    expect(Date.now() - started).toBeLessThan(4_000);
     expect((await runsOf(db.pool, 'cancel_expired_orders')).map((r) => r.error)).toEqual([null]);
   });
 
@@ -275,11 +280,12 @@ describe.concurrent('the run pg_cron starts waits for deadlines', () => {
     expect(await waiter.done).toEqual({ processed: 2 });
     const failures = await db.pool.query('select order_id from order_automation.order_failure');
     expect(failures.rows).toEqual([{ order_id: 'bu0' }]);
-    // The tick's run met the bad order; the waiting's run the good ones, and the bad one no more.
-    expect(await runsOf(db.pool, 'cancel_expired_orders')).toEqual([
-      { processed: 0, failed: 1, finished: true, error: null },
-      { processed: 2, failed: 0, finished: true, error: null },
-    ]);
+    // However many passes, the bad order failed once: in the tick's run, or in the waiting's run
+    // when the tick's run came late (a busy machine) and found the good ones due too.
+    const runs = await runsOf(db.pool, 'cancel_expired_orders');
+    expect(runs.every((r) => r.finished && r.error === null)).toBe(true);
+    expect(runs.reduce((n, r) => n + r.failed, 0)).toBe(1);
+    expect(runs.reduce((n, r) => n + r.processed, 0)).toBe(2);
   });
 
   test('purging at once (purge_cancelled_after 0) follows the cancellations of a waiting run', async () => {
