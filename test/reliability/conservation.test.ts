@@ -426,4 +426,43 @@ describe('one statement that changes orders and their lines together', () => {
     },
     60_000,
   );
+
+  test.each(isolationLevels)(
+    "under %s, an app's foreign key ON DELETE CASCADE: deleting unpaid orders returns the books of the lines the cascade deletes",
+    async (level) => {
+      tally.isolationLevels.push(level);
+      // An adopted app's own key may cascade; a database of its own, so the other tests keep theirs.
+      const cascading = await reliabilityDatabase();
+      try {
+        await seedBookstore(cascading.pool, { ...shop, balance: 1_000_000, stock: 1_000 });
+        await cascading.pool.query(`
+          alter table new_order_detail drop constraint new_order_detail_order_id_fkey,
+            add foreign key (order_id) references new_order on delete cascade`);
+        const before = await conserved(cascading.pool);
+        const ids = ['a', 'b', 'c'].map((k) => `cascade_${short(level)}_${k}`);
+        await parallel(cascading.url, 1, tally, async (client) => {
+          for (const id of ids) {
+            await client.query(`insert into new_order (order_id, user_id, store_id) values ($1, 'buyer1', 'store1')`, [
+              id,
+            ]);
+            await client.query(
+              `insert into new_order_detail (order_id, book_id, count, price) values ($1, 'book1', 10, 100), ($1, 'book2', 7, 100)`,
+              [id],
+            );
+          }
+          await inTransaction(client, level, [
+            ['delete from new_order where order_id = $1', [ids[0]]],
+            ['delete from new_order where order_id = any ($1)', [ids.slice(1)]],
+          ]);
+        });
+        tally.ordersRaced += ids.length;
+        const { rows } = await cascading.pool.query<{ n: number }>('select count(*)::int as n from new_order_detail');
+        expect(rows[0]!.n).toBe(0);
+        await expectConserved(cascading.pool, before, tally);
+      } finally {
+        await cascading.drop();
+      }
+    },
+    60_000,
+  );
 });
