@@ -124,6 +124,14 @@ const expected: Record<string, Decision> = {
   'function order_automation.tg_new_order__after_delete()': trigger,
   'function order_automation.tg_new_order__note()': trigger,
   'function order_automation.tg_new_order_detail__reserve()': trigger,
+  // One statement changing orders and their lines: the triggers' journal, kept as the owner.
+  'function order_automation.tg_statement__open()': trigger,
+  'function order_automation.count_statements(integer,integer)': ownerOnly,
+  'function order_automation.close_statement(text)': ownerOnly,
+  'function order_automation.open_statements()': ownerOnly,
+  'function order_automation.statement_journal(text)': ownerOnly,
+  'function order_automation.write_statement_journal(text,jsonb)': ownerOnly,
+  'function order_automation.settle_order_statement(text[],text[],integer[])': ownerOnly,
 };
 
 let db: TestDatabase;

@@ -34,9 +34,15 @@ export interface Figures {
   escalationAttempts: number;
   /** Of those, the ones that worked (a passing suite has none). */
   escalationsSucceeded: number;
+  /** The transaction isolation levels writers and runs used in races (each counted once in the summary). */
+  isolationLevels: IsolationLevel[];
   /** Breaches of a guarantee the checks found (a passing suite has none). */
   violations: number;
 }
+
+/** Every transaction isolation level PostgreSQL offers (READ UNCOMMITTED is READ COMMITTED there). */
+export const isolationLevels = ['read committed', 'repeatable read', 'serializable'] as const;
+export type IsolationLevel = (typeof isolationLevels)[number];
 
 export type Tally = Figures & {
   /** Records `count` breaches of `guarantee` (zero: none) and fails the test when there are any. */
@@ -59,6 +65,7 @@ export function openFigures(testFile: string): Tally {
     inputsTried: 0,
     escalationAttempts: 0,
     escalationsSucceeded: 0,
+    isolationLevels: [],
     violations: 0,
     expectNone(guarantee, count, detail) {
       tally.violations += count;
@@ -88,6 +95,7 @@ function publish(name: string, tally: Figures): void {
     inputsTried: tally.inputsTried,
     escalationAttempts: tally.escalationAttempts,
     escalationsSucceeded: tally.escalationsSucceeded,
+    isolationLevels: [...new Set(tally.isolationLevels)],
     violations: tally.violations,
   };
   // Written whole, then renamed: a reader never sees half a file.
@@ -107,11 +115,13 @@ function publish(name: string, tally: Figures): void {
     return;
   }
   const all = expected.map((f) => JSON.parse(readFileSync(path.join(dir, `${f}.json`), 'utf8')) as Figures);
-  const sum = (key: keyof Figures) => all.reduce((total, f) => total + f[key], 0);
+  const sum = (key: Exclude<keyof Figures, 'isolationLevels'>) => all.reduce((total, f) => total + f[key], 0);
+  const levels = new Set(all.flatMap((f) => f.isolationLevels));
   const n = (value: number) => value.toLocaleString('en-US');
   console.log(
     `reliability: ${n(sum('ordersRaced'))} orders raced, ${Math.max(...all.map((f) => f.connections))} connections at once, ` +
       `${n(sum('faultsInjected'))} faults injected, ${n(sum('inputsTried'))} inputs tried, ` +
+      `${levels.size} isolation levels, ` +
       `${n(sum('escalationAttempts'))} escalation attempts, ${sum('escalationsSucceeded')} succeeded, ${sum('violations')} violations found`,
   );
   rmSync(dir, { recursive: true, force: true });
