@@ -1,5 +1,5 @@
 // order-automation: the typed TypeScript face of the PostgreSQL package.
-export type { Db } from './db.js';
+export type { Db, DbClient, DbPool } from './db.js';
 export { migrate, migrationsDir, type MigrateOptions, type MigrateResult } from './migrate.js';
 export {
   cancelExpiredOrders,
@@ -32,10 +32,12 @@ export {
   extendReceipt,
   holdOrder,
   releaseOrder,
+  getOrder,
   type PlaceOrder,
   type OrderLine,
+  type OrderDetails,
 } from './orders.js';
-export { orderStates, jobNames, type Order, type OrderState, type JobName } from './types.js';
+export { orderStates, stateName, jobNames, type Order, type OrderState, type JobName } from './types.js';
 export {
   OrderAutomationError,
   InvalidTransitionError,
@@ -55,4 +57,6 @@ export {
   NoStoreOwnerError,
   AdoptionRequiredError,
   AdoptionMismatchError,
+  OrderExistsError,
+  toOrderAutomationError,
 } from './errors.js';
