@@ -9,7 +9,7 @@ export {
   type RunOptions,
 } from './automation.js';
 export { setSchedule, pauseJob, resumeJob, type ScheduleChange } from './schedule.js';
-export { nextFireTime } from './cron.js';
+export { nextFireTime, scheduleProblem } from './cron.js';
 export { getStatus, type Status, type JobStatus, type LastRun, type PgCronState } from './status.js';
 export {
   getSettings,
