@@ -243,7 +243,11 @@ describe('adopting the app database', () => {
     await expect(migrate(db.url, { direction: 'down', count: 1 })).rejects.toBeInstanceOf(InvalidArgumentError);
     const afterAutomation = await appChecksums(db.pool, columns);
 
-    const down = await migrate(db.url, { direction: 'down' });
+    // Down asks first: it drops the package's history with its rows, never the app's tables.
+    await expect(migrate(db.url, { direction: 'down' })).rejects.toThrow(
+      'migrate --down would drop tables that hold rows: order_automation.order_event, order_automation.run. Nothing was changed.',
+    );
+    const down = await migrate(db.url, { direction: 'down', confirm: true });
     expect(down.migrations.length).toBeGreaterThanOrEqual(3);
     expect(await appDefinitions(db.pool)).toEqual(definitions);
     expect(await appChecksums(db.pool)).toEqual(afterAutomation);
@@ -330,7 +334,7 @@ describe('adopting the app database', () => {
     await db.pool.query(`delete from new_order where order_id = 'n'`);
     await db.pool.query(`update store set stock_level = 10`);
 
-    await migrate(db.url, { direction: 'down' });
+    await migrate(db.url, { direction: 'down', confirm: true });
     expect(await appDefinitions(db.pool)).toEqual(definitions);
     expect(await appChecksums(db.pool)).toEqual(sums);
     expect((await db.pool.query(`select to_regclass('public.new_order_detail') is null as gone`)).rows[0].gone).toBe(
