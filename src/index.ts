@@ -10,6 +10,8 @@ export {
 } from './automation.js';
 export { setSchedule, pauseJob, resumeJob, type ScheduleChange } from './schedule.js';
 export { nextFireTime, scheduleProblem } from './cron.js';
+export { doctor, type DoctorReport, type DoctorCheck, type DoctorStatus, type DoctorOptions } from './doctor.js';
+export type { Fix } from './preflight.js';
 export { getStatus, type Status, type JobStatus, type LastRun, type PgCronState } from './status.js';
 export {
   getSettings,

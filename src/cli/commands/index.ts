@@ -4,6 +4,7 @@
 import { getStatus, migrate, type MigrateOptions, orderStates, type OrderState } from '../../index.js';
 import { noMore, type OptionName, scheduleFromEnv, splitPair, UsageError } from '../args.js';
 import { oneLine, statusText } from '../output.js';
+import { doctorCommand } from './doctor.js';
 import { runCommand, scheduleCommand } from './jobs.js';
 import { eventsCommand, holdCommand, releaseCommand } from './orders.js';
 import { settingsCommand, storeSettingsCommand } from './settings.js';
@@ -21,6 +22,8 @@ export interface Context {
 export interface Result {
   data: unknown;
   text: string;
+  /** Default 0; doctor's 1 says "not all is well" after printing its report. */
+  exitCode?: number;
 }
 
 export interface Command {
@@ -142,4 +145,5 @@ export const commands: Record<string, Command> = {
   release: releaseCommand,
   schedule: scheduleCommand,
   events: eventsCommand,
+  doctor: doctorCommand,
 };
