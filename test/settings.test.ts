@@ -1,9 +1,9 @@
 // one row, read and changed through the module; bad values are refused by the
 // table's constraints with a message naming the setting, and a refused change changes nothing.
-import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { getSettings, InvalidSettingError, payOrder, placeOrder, shipOrder, updateSettings } from '../src/index.js';
 import { createTestDatabase, seedBookstore, type TestDatabase } from './helpers.js';
+import { newClient } from './setup/connections.js';
 
 // Each test starts from a fresh install's settings, whatever the one before it changed.
 let db: TestDatabase;
@@ -88,7 +88,7 @@ describe('settings', () => {
   ])('an interval set as %j is read back as %j, whatever the session IntervalStyle', async (set, read) => {
     const styles = ['postgres', 'iso_8601', 'sql_standard', 'postgres_verbose'];
     for (const style of styles) {
-      const client = new pg.Client({ connectionString: db.url, options: `-c IntervalStyle=${style}` });
+      const client = newClient({ connectionString: db.url, options: `-c IntervalStyle=${style}` });
       await client.connect();
       try {
         expect((await updateSettings(client, { paymentTimeout: set })).paymentTimeout, style).toBe(read);

@@ -1,7 +1,6 @@
 // The typed module as an app meets it: every mistake a caller can make in a lifecycle call comes
 // back as an OrderAutomationError naming the order and the argument (never a raw pg error), one
 // order reads back whole with getOrder, and the state names and the error mapper are exported.
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   getOrder,
@@ -22,6 +21,7 @@ import {
   type PlaceOrder,
 } from '../src/index.js';
 import { conserved, createTestDatabase, one, seedBookstore, type TestDatabase } from './helpers.js';
+import { newClient } from './setup/connections.js';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -198,7 +198,7 @@ describe('getOrder', () => {
   });
 
   test('joins the transaction of the client it is given', async () => {
-    const client = new pg.Client({ connectionString: db.url });
+    const client = newClient({ connectionString: db.url });
     await client.connect();
     try {
       await client.query('begin');
