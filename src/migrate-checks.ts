@@ -4,11 +4,14 @@ import type pg from 'pg';
 import { OrderAutomationError } from './errors.js';
 import { cronFindings, installFindings, paragraph, roleFacts, rolesWarning } from './preflight.js';
 
-/** @internal Refuses, before anything is applied, an install this role cannot finish; warns about the roles it cannot create. */
+/**
+ * @internal Refuses, before anything is applied, an install this role cannot finish; returns the
+ * warnings of one it can (the roles it cannot create), also told to `log`.
+ */
 export async function installPreflight(
   client: pg.ClientBase,
   options: { cronHere: boolean; log?: (line: string) => void },
-): Promise<void> {
+): Promise<string[]> {
   const facts = await roleFacts(client);
   const database = (await client.query<{ db: string }>('select pg_catalog.current_database()::text as db')).rows[0]!.db;
   const findings = installFindings(facts, database);
@@ -20,11 +23,10 @@ export async function installPreflight(
   }
   // Only a fresh install creates the roles: say so once, before it happens.
   const warning = facts.installed ? null : rolesWarning(facts);
-  if (warning) {
-    options.log?.(
-      `warning: ${warning.summary}. To have them: ${warning.fix.where}, run ${warning.fix.lines.join(' ')}`,
-    );
-  }
+  if (!warning) return [];
+  const text = `${warning.summary}. To have them: ${warning.fix.where}, run ${warning.fix.lines.join(' ')}`;
+  options.log?.(`warning: ${text}`);
+  return [text];
 }
 
 /**

@@ -64,6 +64,8 @@ export interface MigrateResult {
   migrations: string[];
   /** Where the pg_cron jobs run: this database's name, pg_cron's database, or null (no schedule). */
   scheduledIn: string | null;
+  /** What went on despite a problem, e.g. the package's roles not created for lack of CREATEROLE (also told to `log`). */
+  warnings: string[];
 }
 
 /**
@@ -287,8 +289,11 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
     const external = schedule && remote;
     // Decided before anything changes: a refusal leaves the database as it was. A role that may not
     // install is told first, with the GRANTs it lacks.
+    const warnings: string[] = [];
     if (direction === 'up') {
-      await installPreflight(client, { cronHere: schedule && place.cronDatabase === place.current, log });
+      warnings.push(
+        ...(await installPreflight(client, { cronHere: schedule && place.cronDatabase === place.current, log })),
+      );
       if (external) await checkCronDatabase(db, place);
     }
     let plan: InstallPlan = { adopt: false, bookkeeping: '', stateCodes: '', backfill: {} };
@@ -381,7 +386,7 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
             );
           }
         }
-        return { migrations: ran.map((m) => m.name), scheduledIn: null };
+        return { migrations: ran.map((m) => m.name), scheduledIn: null, warnings };
       }
       let scheduledIn: string | null = null;
       if (schedule && installed) {
@@ -407,7 +412,7 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
         );
         scheduledIn = where.rows[0]?.cron_database ?? null;
       }
-      return { migrations: ran.map((m) => m.name), scheduledIn };
+      return { migrations: ran.map((m) => m.name), scheduledIn, warnings };
     } finally {
       await client
         .query(

@@ -136,6 +136,7 @@ async function install(p: Placement): Promise<void> {
   const result = await migrate(url(p.shop, p.owner), { log: (line) => told.push(line) });
   expect(result.scheduledIn).toBe(p.cron);
   expect(told.filter((l) => l.startsWith('warning'))).toEqual([]);
+  expect(result.warnings).toEqual([]);
   const jobs = await superuser(p.cron, (c) =>
     c.query<{ jobname: string; username: string; database: string; active: boolean }>(
       `select jobname, username, database, active from cron.job where database = $1 order by jobname`,
@@ -206,7 +207,8 @@ describe('a non-superuser owner with exactly the README grants', () => {
     await superuser(p.shop, (c) => c.query(`create role ${p.owner} login`));
     await grant(p, p.owner, withoutSchedule);
     const told: string[] = [];
-    await migrate(url(p.shop, p.owner), { schedule: false, log: (line) => told.push(line) });
+    const { warnings } = await migrate(url(p.shop, p.owner), { schedule: false, log: (line) => told.push(line) });
+    expect(told).toEqual(warnings.map((w) => `warning: ${w}`));
     expect(told).toEqual([
       `warning: role "${p.owner}" may not create roles (no CREATEROLE), so order_automation_app and order_automation_admin are not created and nothing of the package is granted to other roles: only "${p.owner}" can use it. To have them: as a superuser, before installing, run ALTER ROLE ${p.owner} CREATEROLE;`,
     ]);
