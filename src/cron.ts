@@ -166,7 +166,7 @@ export function nextFireTime(schedule: string, from: Date = new Date()): Date | 
 export async function serverPgCronVersion(db: Db): Promise<string | null> {
   const rows = await query<{ version: string }>(
     db,
-    `select default_version as version from pg_catalog.pg_available_extensions where name = 'pg_cron'`,
+    `select default_version as version from pg_catalog.pg_available_extensions where name operator(pg_catalog.=) 'pg_cron'`,
   );
   return rows[0]?.version ?? null;
 }

@@ -53,7 +53,7 @@ export async function confirmDown(client: pg.ClientBase, options: { count?: numb
   if (options.confirm) return;
   // Catalog lookups first: a failed query would abort a transaction the caller's client may be in.
   const known = await client.query<{ name: string }>(
-    `select t as name from unnest($1::text[]) t where pg_catalog.to_regclass(t) is not null`,
+    `select t as name from pg_catalog.unnest($1::text[]) t where pg_catalog.to_regclass(t) is not null`,
     [
       [
         'public.order_automation_migrations',

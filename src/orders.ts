@@ -114,17 +114,19 @@ export async function getOrder(db: Db, orderId: string): Promise<OrderDetails> {
   const rows = await query<OrderRow & { lines: { book_id: string; count: number; price: string }[]; total: string }>(
     db,
     // Lines by a lateral aggregate, not GROUP BY: an adopted app's new_order may have no primary key.
+    // Qualified: a role that may create functions or operators in public must not run code as the caller.
     `
     select o.*, ${stateNameOf} as state_name, l.lines, l.total
       from public.new_order o
      cross join order_automation.settings s
      cross join lateral (
-       select coalesce(json_agg(json_build_object('book_id', d.book_id, 'count', d.count, 'price', d.price::text)
-                                order by d.book_id), '[]'::json) as lines,
-              coalesce(sum(d.count::bigint * d.price), 0)::text as total
+       select coalesce(pg_catalog.json_agg(pg_catalog.json_build_object('book_id', d.book_id, 'count', d.count,
+                                                                        'price', d.price::pg_catalog.text)
+                                           order by d.book_id), '[]'::pg_catalog.json) as lines,
+              coalesce(pg_catalog.sum(d.count::pg_catalog.int8 operator(pg_catalog.*) d.price), 0)::pg_catalog.text as total
          from public.new_order_detail d
-        where d.order_id = o.order_id) l
-     where o.order_id = $1::text`,
+        where d.order_id operator(pg_catalog.=) o.order_id) l
+     where o.order_id operator(pg_catalog.=) $1::pg_catalog.text`,
     [orderId],
   );
   const row = rows[0];

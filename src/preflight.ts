@@ -74,7 +74,7 @@ export async function roleFacts(client: pg.ClientBase, role?: string): Promise<R
     with me as (select coalesce($1::pg_catalog.name, current_user) as role)
     select me.role::text as role, r.rolsuper as superuser, r.rolcreaterole as create_role,
            array(select exists (select from pg_catalog.pg_roles x where x.rolname operator(pg_catalog.=) n)
-                   from unnest($2::text[]) with ordinality as t(n, i) order by i) as roles_exist,
+                   from pg_catalog.unnest($2::text[]) with ordinality as t(n, i) order by i) as roles_exist,
            r.rolsuper or r.rolcreaterole
              or coalesce(pg_catalog.pg_has_role(me.role, (select x.oid from pg_catalog.pg_roles x
                                                            where x.rolname operator(pg_catalog.=) $2[1]), 'MEMBER WITH ADMIN OPTION'), false)
@@ -171,7 +171,7 @@ export async function cronFindings(
            array(select (select pg_catalog.has_function_privilege(r.rolname, p.oid, 'EXECUTE') from pg_catalog.pg_proc p
                           where p.proname operator(pg_catalog.=) pg_catalog.split_part(pg_catalog.split_part(f, '(', 1), '.', 2)
                             and p.oid::pg_catalog.regprocedure::pg_catalog.text operator(pg_catalog.=) f)
-                   from unnest($2::text[]) with ordinality as t(f, i) order by i) as functions
+                   from pg_catalog.unnest($2::text[]) with ordinality as t(f, i) order by i) as functions
       from pg_catalog.pg_roles r where r.rolname operator(pg_catalog.=) $1`,
     [role, cronFunctions[placement]],
   );
