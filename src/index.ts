@@ -39,7 +39,15 @@ export {
   type OrderLine,
   type OrderDetails,
 } from './orders.js';
-export { orderStates, stateName, jobNames, type Order, type OrderState, type JobName } from './types.js';
+export {
+  orderStates,
+  stateName,
+  jobNames,
+  type Order,
+  type OrderState,
+  type StateCodes,
+  type JobName,
+} from './types.js';
 export {
   OrderAutomationError,
   InvalidTransitionError,
