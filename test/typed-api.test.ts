@@ -3,7 +3,10 @@
 // order reads back whole with getOrder, and the state names and the error mapper are exported.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
+  cancelOrder,
   getOrder,
+  getSettings,
+  updateSettings,
   holdOrder,
   InvalidArgumentError,
   InvalidTransitionError,
@@ -163,6 +166,46 @@ describe('mistakes in a lifecycle call are typed errors naming the order and the
   });
 });
 
+describe("an app's own state codes (settings state_unpaid ... state_cancelled)", () => {
+  test('refusals and getOrder name the states by the codes in settings', async () => {
+    const client = newClient({ connectionString: db.url });
+    await client.connect();
+    try {
+      // In a transaction rolled back: the other tests of this file keep the default codes.
+      await client.query('begin');
+      await updateSettings(client, { stateCancelled: -1, stateReceived: 9 });
+      await placeOrder(client, order('coded'));
+      await cancelOrder(client, 'coded');
+      expect(await getOrder(client, 'coded')).toMatchObject({ state: 'cancelled', total: 450 });
+      expect((await client.query(`select state from new_order where order_id = 'coded'`)).rows).toEqual([
+        { state: -1 },
+      ]);
+      // Each refusal behind a savepoint: an error aborts the transaction up to it.
+      const refused = async (call: () => Promise<unknown>): Promise<unknown> => {
+        await client.query('savepoint refused');
+        const error = await call().catch((e: unknown) => e);
+        await client.query('rollback to savepoint refused');
+        return error;
+      };
+      expect(await refused(() => payOrder(client, 'coded'))).toMatchObject({
+        message: 'order coded cannot change from cancelled (-1) to paid (1)',
+      });
+      expect(await refused(() => holdOrder(client, 'coded', 'why'))).toMatchObject({
+        message: 'order coded is cancelled (-1), a final state: it cannot be held',
+      });
+      expect(
+        await refused(() => client.query(`update new_order set state = 4 where order_id = 'coded'`)),
+      ).toMatchObject({
+        code: 'OA001',
+        message: 'order coded cannot change from cancelled (-1) to an unknown state (4)',
+      });
+    } finally {
+      await client.query('rollback');
+      await client.end();
+    }
+  });
+});
+
 describe('getOrder', () => {
   test('reads an order whole: state by name, lines, total, deadlines and hold', async () => {
     const placed = await placeOrder(db.pool, order('whole'));
@@ -213,10 +256,13 @@ describe('getOrder', () => {
 });
 
 describe('exports', () => {
-  test('stateName names every state code, and nothing else', () => {
-    expect([0, 1, 2, 3, 4].map(stateName)).toEqual([...orderStates]);
+  test('stateName names every state code, and nothing else, by the default codes or by those given', async () => {
+    expect([0, 1, 2, 3, 4].map((code) => stateName(code))).toEqual([...orderStates]);
     expect(stateName(5)).toBeNull();
     expect(stateName(null)).toBeNull();
+    const codes = { ...(await getSettings(db.pool)), stateCancelled: -1, stateReceived: 9 };
+    expect([0, 1, 2, 9, -1].map((code) => stateName(code, codes))).toEqual([...orderStates]);
+    expect(stateName(4, codes)).toBeNull();
   });
 
   test("the error mapper turns a pg error into the package's class, and leaves anything else as it is", async () => {
