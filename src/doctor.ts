@@ -10,7 +10,16 @@ import { nextFireTime } from './cron.js';
 import { type Db, sameServer } from './db.js';
 import { toOrderAutomationError } from './errors.js';
 import { migrationsDir, migrationsTable } from './migrate.js';
-import { cronFindings, type Finding, type Fix, ident, installFindings, roleFacts, rolesWarning } from './preflight.js';
+import {
+  cronFindings,
+  type Finding,
+  type Fix,
+  ident,
+  installFindings,
+  readSettingsFinding,
+  roleFacts,
+  rolesWarning,
+} from './preflight.js';
 import { getSettings } from './settings.js';
 import { jobs as jobList, type JobName } from './types.js';
 
@@ -361,13 +370,7 @@ async function examine(db: Db, client: pg.Client, schedule: boolean): Promise<Do
               [installer],
             )
           ).rows[0]!.reads;
-    if (!readsSettings) {
-      problem({
-        id: 'privilege.read-settings',
-        summary: `role "${installer}" may not read cron.database_name, which migrate reads to find the database pg_cron runs in`,
-        fix: { where: superuser, lines: [`GRANT pg_read_all_settings TO ${ident(installer)};`] },
-      });
-    }
+    if (!readsSettings) problem(readSettingsFinding(installer, b.database));
   }
   if (facts.superuser) ok('privilege.install', `role "${installer}" is a superuser`);
   else if (!facts.installed) {

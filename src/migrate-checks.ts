@@ -2,7 +2,7 @@
 // every GRANT missing, in one paragraph), and that `down` drops no rows nobody confirmed dropping.
 import type pg from 'pg';
 import { OrderAutomationError } from './errors.js';
-import { cronFindings, installFindings, paragraph, roleFacts, rolesWarning } from './preflight.js';
+import { cronFindings, installFindings, paragraph, readSettingsFinding, roleFacts, rolesWarning } from './preflight.js';
 
 /**
  * @internal Refuses, before anything is applied, an install this role cannot finish; returns the
@@ -10,11 +10,12 @@ import { cronFindings, installFindings, paragraph, roleFacts, rolesWarning } fro
  */
 export async function installPreflight(
   client: pg.ClientBase,
-  options: { cronHere: boolean; log?: (line: string) => void },
+  options: { cronHere: boolean; cronUnknown: boolean; log?: (line: string) => void },
 ): Promise<string[]> {
   const facts = await roleFacts(client);
   const database = (await client.query<{ db: string }>('select pg_catalog.current_database()::text as db')).rows[0]!.db;
   const findings = installFindings(facts, database);
+  if (options.cronUnknown) findings.push(readSettingsFinding(facts.role, database));
   if (options.cronHere) findings.push(...(await cronFindings(client, facts.role, 'here')));
   if (findings.length > 0) {
     throw new OrderAutomationError(

@@ -292,7 +292,12 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
     const warnings: string[] = [];
     if (direction === 'up') {
       warnings.push(
-        ...(await installPreflight(client, { cronHere: schedule && place.cronDatabase === place.current, log })),
+        ...(await installPreflight(client, {
+          cronHere: schedule && place.cronDatabase === place.current,
+          // Where pg_cron's extension is not here, only cron.database_name can tell where it runs.
+          cronUnknown: schedule && place.cronDatabase === null && !place.canReadSettings,
+          log,
+        })),
       );
       if (external) await checkCronDatabase(db, place);
     }
@@ -331,8 +336,15 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
              and exists (select from order_automation.job j where j.cron_database is not null) as some`)
       ).rows[0]!.some;
 
+    // The installers frozen in the first two releases find pg_cron by reading cron.database_name,
+    // which a role without pg_read_all_settings may not read, even where pg_cron's extension is in
+    // this database. For such a role the migrations (up or down) leave the jobs alone, and an up
+    // schedules them right after, below, by the current release's schedule_jobs(), which finds
+    // pg_cron by its extension (installPreflight has checked the grants it needs there). The jobs'
+    // commands are the same in every release.
+    const scheduleAfter = place.here && !place.canReadSettings;
     await client.query(`select pg_catalog.set_config('order_automation.schedule', $1, false)`, [
-      !schedule ? 'off' : remote ? 'external' : 'on',
+      !schedule ? 'off' : remote || scheduleAfter ? 'external' : 'on',
     ]);
     // How to install, for the migrations to read (0005_adopt); cleared below whatever happens.
     await client.query(

@@ -135,6 +135,18 @@ export function installFindings(facts: RoleFacts, database: string): Finding[] {
   return findings;
 }
 
+/**
+ * Where pg_cron's extension is not in the installer's database, only cron.database_name tells in which
+ * database pg_cron runs, and only superusers and members of pg_read_all_settings may read it.
+ */
+export function readSettingsFinding(role: string, database: string): Finding {
+  return {
+    id: 'privilege.read-settings',
+    summary: `role "${role}" may not read cron.database_name, which names the database pg_cron runs in (its extension is not in "${database}")`,
+    fix: { where: 'as a superuser', lines: [`GRANT pg_read_all_settings TO ${ident(role)};`] },
+  };
+}
+
 /** A warning (not a refusal): the install goes on, but without the app and admin roles. */
 export function rolesWarning(facts: RoleFacts): Finding | null {
   if (facts.superuser || facts.createRole || facts.rolesExist.every(Boolean)) return null;
