@@ -1,7 +1,7 @@
 // The checks migrate makes before it changes anything: that the role may install (a refusal names
 // every GRANT missing, in one paragraph), and that `down` drops no rows nobody confirmed dropping.
 import type pg from 'pg';
-import { OrderAutomationError } from './errors.js';
+import { OrderAutomationError, PermissionDeniedError } from './errors.js';
 import { cronFindings, installFindings, paragraph, readSettingsFinding, roleFacts, rolesWarning } from './preflight.js';
 
 /**
@@ -18,8 +18,9 @@ export async function installPreflight(
   if (options.cronUnknown) findings.push(readSettingsFinding(facts.role, database));
   if (options.cronHere) findings.push(...(await cronFindings(client, facts.role, 'here')));
   if (findings.length > 0) {
-    throw new OrderAutomationError(
+    throw new PermissionDeniedError(
       `${paragraph(`order-automation cannot be installed by role "${facts.role}" into database "${database}":`, findings)} Nothing was applied; run ${findings.length === 1 ? 'it' : 'them'} and migrate again.`,
+      { sqlstate: '42501' },
     );
   }
   // Only a fresh install creates the roles: say so once, before it happens.

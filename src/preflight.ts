@@ -118,7 +118,7 @@ export function installFindings(facts: RoleFacts, database: string): Finding[] {
   if (!facts.createInPublic) {
     findings.push({
       id: 'privilege.create-on-public',
-      summary: `role "${facts.role}" may not create tables in schema public of database "${database}" (since PostgreSQL 15 only the schema's owner may, unless granted), and the bookstore's tables and the migrations table live there`,
+      summary: `role "${facts.role}" may not create tables in schema public of database "${database}" (since PostgreSQL 15 only the schema's owner may, unless granted), and the bookstore's tables and the migrations table public.order_automation_migrations live there`,
       fix: {
         where: `in database "${database}", as its owner or a superuser`,
         lines: [`GRANT CREATE ON SCHEMA public TO ${role};`],

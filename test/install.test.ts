@@ -123,7 +123,7 @@ describe('a role that may not install is told before anything is applied', () =>
     expect(out.stderr).toBe(
       `order-automation: order-automation cannot be installed by role "${role}" into database "${db.name}": ` +
         `role "${role}" may not create tables in schema public of database "${db.name}" (since PostgreSQL 15 only the schema's owner may, unless granted), ` +
-        `and the bookstore's tables and the migrations table live there: in database "${db.name}", as its owner or a superuser, ` +
+        `and the bookstore's tables and the migrations table public.order_automation_migrations live there: in database "${db.name}", as its owner or a superuser, ` +
         `run GRANT CREATE ON SCHEMA public TO ${role}; Nothing was applied; run it and migrate again.\n`,
     );
     expect(await packageParts(db)).toEqual({ schema: false, migrationsTable: false, tables: 0 });
