@@ -21,7 +21,7 @@ import {
   rolesWarning,
 } from './preflight.js';
 import { getSettings } from './settings.js';
-import { jobs as jobList, type JobName } from './types.js';
+import { jobs as jobList, type JobName, orderStates, stateCodeKey } from './types.js';
 
 export type DoctorStatus = 'ok' | 'note' | 'problem';
 
@@ -484,7 +484,11 @@ async function examine(db: Db, client: pg.Client, schedule: boolean): Promise<Do
   } else {
     ok(
       'settings',
-      `payment_timeout ${settings.paymentTimeout}, receipt_timeout ${settings.receiptTimeout}, batch_size ${settings.batchSize}, max_run_time ${settings.maxRunTime}`,
+      `payment_timeout ${settings.paymentTimeout}, receipt_timeout ${settings.receiptTimeout}, batch_size ${settings.batchSize}, max_run_time ${settings.maxRunTime}, bookkeeping ${settings.bookkeeping}` +
+        // An adopted app's own state codes are worth seeing next to the rest; the defaults are not.
+        (orderStates.every((state, i) => settings[stateCodeKey(state)] === i)
+          ? ''
+          : `, state codes ${orderStates.map((state) => `${state} ${settings[stateCodeKey(state)]}`).join(', ')}`),
     );
     const maxRun = (
       await client.query<{ seconds: number }>(

@@ -13,7 +13,9 @@ export interface StateCodes {
   stateCancelled: number;
 }
 
-const codeKey = (state: OrderState) => `state${state[0]!.toUpperCase()}${state.slice(1)}` as keyof StateCodes;
+/** @internal The settings key of a state's code: 'cancelled' -> 'stateCancelled'. */
+export const stateCodeKey = (state: OrderState) =>
+  `state${state[0]!.toUpperCase()}${state.slice(1)}` as keyof StateCodes;
 
 /**
  * The name of a state code: by the default codes 0..4, or by `codes` (an adopted app's, e.g. -1 for
@@ -22,7 +24,7 @@ const codeKey = (state: OrderState) => `state${state[0]!.toUpperCase()}${state.s
 export function stateName(code: number | null, codes?: StateCodes): OrderState | null {
   if (code === null) return null;
   if (codes === undefined) return orderStates[code] ?? null;
-  return orderStates.find((state) => codes[codeKey(state)] === code) ?? null;
+  return orderStates.find((state) => codes[stateCodeKey(state)] === code) ?? null;
 }
 
 export interface Order {
