@@ -41,3 +41,19 @@ create or replace trigger _200_state_codes after update on order_automation.sett
 for each row when ((old.state_unpaid, old.state_shipped, old.state_cancelled)
                    is distinct from (new.state_unpaid, new.state_shipped, new.state_cancelled))
 execute function order_automation.tg_settings__state_codes();
+
+-- Refusals name a state as the TypeScript API does, with the code a plain UPDATE writes: 'paid (1)',
+-- or 'cancelled (-1)' for an app whose codes differ; a code that is none of the five says so.
+create or replace function order_automation.state_label(code integer) returns text
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select format('%s (%s)',
+                case state_label.code when s.state_unpaid then 'unpaid' when s.state_paid then 'paid'
+                                      when s.state_shipped then 'shipped' when s.state_received then 'received'
+                                      when s.state_cancelled then 'cancelled' else 'an unknown state' end,
+                coalesce(state_label.code::text, 'null'))
+    from order_automation.settings s
+$$;
+comment on function order_automation.state_label(integer) is
+  'A state code named by the codes in settings, as the messages of refusals say it: ''paid (1)''';

@@ -58,7 +58,8 @@ begin
   select * into s from order_automation.settings;
   if s.bookkeeping = 'full' and new.state is distinct from s.state_unpaid then
     raise exception using errcode = 'OA001',
-      message = format('order %s must be placed unpaid (state %s), not in state %s', new.order_id, s.state_unpaid, new.state);
+      message = format('order %s must be placed %s, not %s', new.order_id,
+                       order_automation.state_label(s.state_unpaid), order_automation.state_label(new.state));
   end if;
   -- An adopted table's created_at has no default (adding one would stamp every existing order).
   new.created_at := coalesce(new.created_at, now());
@@ -102,8 +103,8 @@ begin
    limit 1;
   if found then
     raise exception using errcode = 'OA001',
-      message = format('order %s was closed by the automation (%s at %s): its state stays %s',
-                       old.order_id, by_job.cause, by_job.at, old.state),
+      message = format('order %s was closed by the automation (%s at %s): it stays %s',
+                       old.order_id, by_job.cause, by_job.at, order_automation.state_label(old.state)),
       hint = 'The automation has booked it (books back on the shelf, or the seller paid): do not book it again.';
   end if;
   return new;
@@ -258,10 +259,10 @@ begin
   end if;
   if bad_order is not null and s.bookkeeping = 'full' then
     raise exception using errcode = 'OA001',
-      message = format('order %s cannot change from state %s to state %s', bad_order, bad_from, bad_to),
-      hint = format('Allowed: %s unpaid -> %s paid -> %s shipped -> %s received; %s or %s -> %s cancelled.',
-                    s.state_unpaid, s.state_paid, s.state_shipped, s.state_received, s.state_unpaid, s.state_paid,
-                    s.state_cancelled);
+      message = format('order %s cannot change from %s to %s', bad_order,
+                       order_automation.state_label(bad_from), order_automation.state_label(bad_to)),
+      hint = format('Allowed: unpaid (%s) -> paid (%s) -> shipped (%s) -> received (%s); unpaid or paid -> cancelled (%s).',
+                    s.state_unpaid, s.state_paid, s.state_shipped, s.state_received, s.state_cancelled);
   end if;
 
   if job is not null then
@@ -332,7 +333,7 @@ begin
      where o.state in (s.state_paid, s.state_shipped, s.state_received) limit 1;
     if found then
       raise exception using errcode = 'OA001',
-        message = format('order %s cannot be deleted in state %s', bad.order_id, bad.state),
+        message = format('order %s cannot be deleted while %s', bad.order_id, order_automation.state_label(bad.state)),
         hint = format('Only unpaid (%s) and cancelled (%s) orders can be deleted.', s.state_unpaid, s.state_cancelled);
     end if;
   end if;

@@ -19,7 +19,7 @@ begin
   if changed.order_id is null then
     if exists (select from public.new_order o where o.order_id = set_order_state.order_id) then
       raise exception using errcode = 'OA001',
-        message = format('order %s is already in state %s', set_order_state.order_id, set_order_state.to_state);
+        message = format('order %s is already %s', set_order_state.order_id, order_automation.state_label(set_order_state.to_state));
     end if;
     raise exception using errcode = 'OA005', message = format('order %s does not exist', set_order_state.order_id);
   end if;

@@ -77,7 +77,8 @@ begin
   end if;
   if o.state is distinct from s.state_unpaid then
     raise exception using errcode = 'OA001',
-      message = format('order %s is in state %s: a payment can start only while it is unpaid (%s)', o.order_id, o.state, s.state_unpaid);
+      message = format('order %s is %s: a payment can start only while it is %s', o.order_id,
+                       order_automation.state_label(o.state), order_automation.state_label(s.state_unpaid));
   end if;
   perform set_config('order_automation.cause', 'payment_started', true);
   update public.new_order n set pay_deadline = greatest(n.pay_deadline, now() + safe_for)
@@ -115,7 +116,8 @@ begin
   end if;
   if o.state is distinct from s.state_shipped then
     raise exception using errcode = 'OA001',
-      message = format('order %s is in state %s: its receipt deadline can be extended only while shipped (%s)', o.order_id, o.state, s.state_shipped);
+      message = format('order %s is %s: its receipt deadline can be extended only while %s', o.order_id,
+                       order_automation.state_label(o.state), order_automation.state_label(s.state_shipped));
   end if;
   if o.receipt_extended_at is not null then
     raise exception using errcode = 'OA007',
@@ -153,7 +155,8 @@ begin
     raise exception using errcode = 'OA005', message = format('order %s does not exist', hold.order_id);
   end if;
   if o.state in (s.state_received, s.state_cancelled) then
-    raise exception using errcode = 'OA001', message = format('order %s is in final state %s: it cannot be held', o.order_id, o.state);
+    raise exception using errcode = 'OA001',
+      message = format('order %s is %s, a final state: it cannot be held', o.order_id, order_automation.state_label(o.state));
   end if;
   if o.held_at is not null then
     raise exception using errcode = 'OA008', message = format('order %s is already held since %s (%s)', o.order_id, o.held_at, o.hold_reason);

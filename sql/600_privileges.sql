@@ -46,7 +46,9 @@ begin
       order_automation.ship_order(text), order_automation.confirm_receipt(text), order_automation.cancel_order(text),
       order_automation.payment_started(text, interval), order_automation.extend_receipt(text, interval),
       order_automation.hold(text, text), order_automation.release(text),
-      order_automation.set_order_state(text, smallint, text)
+      order_automation.set_order_state(text, smallint, text),
+      -- The refusals of the functions above name states through it, with the caller's rights.
+      order_automation.state_label(integer)
       to order_automation_app;
   end if;
   if exists (select from pg_roles where rolname = 'order_automation_admin') then

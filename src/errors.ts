@@ -25,6 +25,8 @@ export class OrderNotModifiableError extends OrderAutomationError {}
 export class OrderNotFoundError extends OrderAutomationError {}
 /** OA006: a bad argument to a package routine. */
 export class InvalidArgumentError extends OrderAutomationError {}
+/** Placing an order under an id that is taken (23505 on new_order): retrying a placement that went through, say. */
+export class OrderExistsError extends InvalidArgumentError {}
 /** OA007: the receipt deadline of this order was already extended once. */
 export class ReceiptAlreadyExtendedError extends OrderAutomationError {}
 /** OA008: holding an order already held, or releasing one that is not. */

@@ -1,5 +1,5 @@
 // order-automation: the typed TypeScript face of the PostgreSQL package.
-export type { Db } from './db.js';
+export type { Db, DbClient, DbPool } from './db.js';
 export { migrate, migrationsDir, type MigrateOptions, type MigrateResult } from './migrate.js';
 export {
   cancelExpiredOrders,
@@ -9,7 +9,9 @@ export {
   type RunOptions,
 } from './automation.js';
 export { setSchedule, pauseJob, resumeJob, type ScheduleChange } from './schedule.js';
-export { nextFireTime } from './cron.js';
+export { nextFireTime, scheduleProblem } from './cron.js';
+export { doctor, type DoctorReport, type DoctorCheck, type DoctorStatus, type DoctorOptions } from './doctor.js';
+export type { Fix } from './preflight.js';
 export { getStatus, type Status, type JobStatus, type LastRun, type PgCronState } from './status.js';
 export {
   getSettings,
@@ -32,10 +34,20 @@ export {
   extendReceipt,
   holdOrder,
   releaseOrder,
+  getOrder,
   type PlaceOrder,
   type OrderLine,
+  type OrderDetails,
 } from './orders.js';
-export { orderStates, jobNames, type Order, type OrderState, type JobName } from './types.js';
+export {
+  orderStates,
+  stateName,
+  jobNames,
+  type Order,
+  type OrderState,
+  type StateCodes,
+  type JobName,
+} from './types.js';
 export {
   OrderAutomationError,
   InvalidTransitionError,
@@ -55,4 +67,6 @@ export {
   NoStoreOwnerError,
   AdoptionRequiredError,
   AdoptionMismatchError,
+  OrderExistsError,
+  toOrderAutomationError,
 } from './errors.js';

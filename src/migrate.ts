@@ -14,6 +14,8 @@ import {
   type BackfillColumns,
 } from './adopt.js';
 import { type Db, withClient } from './db.js';
+import { confirmDown, installPreflight } from './migrate-checks.js';
+import { cronFindings, type Finding, paragraph } from './preflight.js';
 import { type CronPlace, cronPlace, packageJobsIn, withCronDatabase } from './pg-cron.js';
 import {
   InvalidArgumentError,
@@ -36,7 +38,7 @@ export interface MigrateOptions {
   count?: number;
   /** false installs without pg_cron jobs: you then call the procedures yourself. Default true. */
   schedule?: boolean;
-  /** Progress lines (default: silent). */
+  /** Lines worth telling: jobs scheduled elsewhere, warnings (default: silent). */
   log?: (line: string) => void;
   /**
    * Install onto shop tables an app created, keeping them and their rows as they are (only the
@@ -51,6 +53,10 @@ export interface MigrateOptions {
   bookkeeping?: 'full' | 'automation';
   /** The state codes of a first install (settings state_unpaid ... state_cancelled), e.g. { cancelled: -1 }. */
   stateCodes?: Partial<Record<OrderState, number>>;
+  /** Also node-pg-migrate's own lines (the migrations run; on a failure, the SQL that failed) to `log`. */
+  verbose?: boolean;
+  /** `down` drops the bookstore's tables and the order history: when they hold rows, only with confirm: true. */
+  confirm?: boolean;
 }
 
 export interface MigrateResult {
@@ -58,33 +64,33 @@ export interface MigrateResult {
   migrations: string[];
   /** Where the pg_cron jobs run: this database's name, pg_cron's database, or null (no schedule). */
   scheduledIn: string | null;
+  /** What went on despite a problem, e.g. the package's roles not created for lack of CREATEROLE (also told to `log`). */
+  warnings: string[];
 }
 
-/** Checks before anything is applied that we may schedule from pg_cron's database. */
+/**
+ * Checks before anything is applied that we may schedule from pg_cron's database: the extension is
+ * created there and this role may call what the install and schedule control call (each GRANT missing
+ * is named, in one paragraph).
+ */
 async function checkCronDatabase(db: Db, place: CronPlace): Promise<void> {
   const cronDb = place.cronDatabase!;
   const advice = `pg_cron runs in database "${cronDb}" (cron.database_name), not in "${place.current}": the jobs are scheduled from there with cron.schedule_in_database`;
+  let found: { role: string; findings: Finding[] };
   try {
-    const { rows } = await withCronDatabase(db, place, (client) =>
-      client.query<{ installed: boolean; allowed: boolean }>(`
-      select exists (select from pg_catalog.pg_extension where extname operator(pg_catalog.=) 'pg_cron') as installed,
-             coalesce(pg_catalog.has_function_privilege(pg_catalog.to_regprocedure('cron.schedule_in_database(text,text,text,text,text,boolean)'), 'execute'), false) as allowed`),
-    );
-    if (!rows[0]!.installed) {
-      throw new PgCronUnavailableError(
-        `${advice}, but the pg_cron extension is not created there. Run CREATE EXTENSION pg_cron in "${cronDb}", or migrate with --no-schedule.`,
-      );
-    }
-    if (!rows[0]!.allowed) {
-      throw new PgCronUnavailableError(
-        `${advice}, and this role may not call it. As a superuser in "${cronDb}": GRANT USAGE ON SCHEMA cron TO <role>; GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text,text,text,text,text,boolean) TO <role>; GRANT EXECUTE ON FUNCTION cron.alter_job(bigint,text,text,text,text,boolean) TO <role>; or migrate with --no-schedule.`,
-      );
-    }
+    found = await withCronDatabase(db, place, async (cron) => {
+      const role = (await cron.query<{ role: string }>('select current_user::pg_catalog.text as role')).rows[0]!.role;
+      return { role, findings: await cronFindings(cron, role, 'elsewhere') };
+    });
   } catch (error) {
-    if (error instanceof PgCronUnavailableError) throw error;
     throw new PgCronUnavailableError(`${advice}, and connecting there failed: ${(error as Error).message}`, {
       cause: error,
     });
+  }
+  if (found.findings.length > 0) {
+    throw new PgCronUnavailableError(
+      `${paragraph(`${advice}, and role "${found.role}" cannot:`, found.findings)} Nothing was applied; run ${found.findings.length === 1 ? 'it' : 'them'} and migrate again, or migrate with --no-schedule.`,
+    );
   }
 }
 
@@ -272,22 +278,35 @@ async function checkAdoptedDown(client: pg.ClientBase, count: number): Promise<v
 /** Applies (or reverts) the package's migrations; see MigrateOptions. Safe to run twice or concurrently. */
 export async function migrate(db: Db, options: MigrateOptions = {}): Promise<MigrateResult> {
   const { direction = 'up', schedule = true, log } = options;
-  const logger = {
-    debug: () => undefined,
-    info: log ?? (() => undefined),
-    warn: log ?? (() => undefined),
-    error: log ?? (() => undefined),
-  };
+  // node-pg-migrate's lines (and, on a failure, the whole SQL that failed) only when asked for.
+  const quiet = () => undefined;
+  const npm = options.verbose ? (log ?? quiet) : quiet;
+  const logger = { debug: quiet, info: npm, warn: npm, error: npm };
   return withClient(db, async (client) => {
     const place = await cronPlace(client);
     // pg_cron in another database of the server: the jobs are scheduled from there, by this code.
     const remote = place.cronDatabase !== null && place.cronDatabase !== place.current;
     const external = schedule && remote;
-    if (direction === 'up' && external) await checkCronDatabase(db, place);
-    // Decided before anything changes: a refusal leaves the database as it was.
+    // Decided before anything changes: a refusal leaves the database as it was. A role that may not
+    // install is told first, with the GRANTs it lacks.
+    const warnings: string[] = [];
+    if (direction === 'up') {
+      warnings.push(
+        ...(await installPreflight(client, {
+          cronHere: schedule && place.cronDatabase === place.current,
+          // Where pg_cron's extension is not here, only cron.database_name can tell where it runs.
+          cronUnknown: schedule && place.cronDatabase === null && !place.canReadSettings,
+          log,
+        })),
+      );
+      if (external) await checkCronDatabase(db, place);
+    }
     let plan: InstallPlan = { adopt: false, bookkeeping: '', stateCodes: '', backfill: {} };
     if (direction === 'up') plan = await installPlan(client, options);
-    else await checkAdoptedDown(client, options.count ?? Infinity);
+    else {
+      await checkAdoptedDown(client, options.count ?? Infinity);
+      await confirmDown(client, { count: options.count, confirm: options.confirm === true });
+    }
 
     // node-pg-migrate keeps its table in schema public, where other roles may be allowed to create
     // objects: one planted there before the first install (a trigger on it, or rows saying the
@@ -317,8 +336,15 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
              and exists (select from order_automation.job j where j.cron_database is not null) as some`)
       ).rows[0]!.some;
 
+    // The installers frozen in the first two releases find pg_cron by reading cron.database_name,
+    // which a role without pg_read_all_settings may not read, even where pg_cron's extension is in
+    // this database. For such a role the migrations (up or down) leave the jobs alone, and an up
+    // schedules them right after, below, by the current release's schedule_jobs(), which finds
+    // pg_cron by its extension (installPreflight has checked the grants it needs there). The jobs'
+    // commands are the same in every release.
+    const scheduleAfter = place.here && !place.canReadSettings;
     await client.query(`select pg_catalog.set_config('order_automation.schedule', $1, false)`, [
-      !schedule ? 'off' : remote ? 'external' : 'on',
+      !schedule ? 'off' : remote || scheduleAfter ? 'external' : 'on',
     ]);
     // How to install, for the migrations to read (0005_adopt); cleared below whatever happens.
     await client.query(
@@ -372,7 +398,7 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
             );
           }
         }
-        return { migrations: ran.map((m) => m.name), scheduledIn: null };
+        return { migrations: ran.map((m) => m.name), scheduledIn: null, warnings };
       }
       let scheduledIn: string | null = null;
       if (schedule && installed) {
@@ -398,7 +424,7 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
         );
         scheduledIn = where.rows[0]?.cron_database ?? null;
       }
-      return { migrations: ran.map((m) => m.name), scheduledIn };
+      return { migrations: ran.map((m) => m.name), scheduledIn, warnings };
     } finally {
       await client
         .query(
@@ -409,6 +435,14 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
         .catch(() => undefined);
     }
   }).catch((error: unknown) => {
-    throw toOrderAutomationError(error);
+    throw failedMigration(error);
   });
+}
+
+/** A failure as one paragraph: the package's errors and the server's as they are; node-pg-migrate's own (several lines, a stack) cut to their first line. */
+function failedMigration(error: unknown): unknown {
+  const mapped = toOrderAutomationError(error);
+  if (mapped instanceof OrderAutomationError || typeof (mapped as { code?: unknown }).code === 'string') return mapped;
+  const message = mapped instanceof Error ? mapped.message : String(mapped);
+  return new OrderAutomationError(`migrating failed: ${message.split('\n')[0]!.trim()}`, { cause: error });
 }

@@ -5,13 +5,13 @@
 // connection of its own, to the installer's job: only the installing role (or a superuser) can.
 import pg from 'pg';
 import { type Db, withClient } from './db.js';
-import { nextFireTime } from './cron.js';
+import { scheduleProblem, serverPgCronVersion } from './cron.js';
 import { InvalidArgumentError, OrderAutomationError, PgCronJobMissingError, PgCronUnavailableError } from './errors.js';
 import { type CronPlace, cronPlace, installerRole, seesJobsOf, unknownCronPlace, withCronDatabase } from './pg-cron.js';
 import type { JobName } from './types.js';
 
 export interface ScheduleChange {
-  /** Five-field cron syntax, e.g. '*\/5 * * * *'; pg_cron refuses an invalid one and nothing changes. */
+  /** Cron syntax, e.g. '*\/5 * * * *' (from pg_cron 1.5 also '30 seconds'); an invalid one is refused and nothing changes. */
   schedule?: string;
   /** false pauses the job, true resumes it. */
   active?: boolean;
@@ -44,12 +44,10 @@ async function openSavepoint(client: pg.ClientBase): Promise<boolean> {
  */
 export async function setSchedule(db: Db, job: JobName, change: ScheduleChange): Promise<void> {
   // pg_cron judges a schedule only where it lives and only for a scheduled job: judge it here too,
-  // or a schedule it would refuse is stored now and breaks the next migrate.
-  if (change.schedule !== undefined && nextFireTime(change.schedule) === null) {
-    throw new InvalidArgumentError(
-      `"${change.schedule}" is not a cron schedule pg_cron accepts (five fields: minute hour day month weekday, e.g. "*/5 * * * *")`,
-      { sqlstate: 'OA006' },
-    );
+  // by the server's pg_cron, or a schedule it would refuse is stored now and breaks the next migrate.
+  if (change.schedule !== undefined) {
+    const problem = scheduleProblem(change.schedule, await serverPgCronVersion(db));
+    if (problem) throw new InvalidArgumentError(problem, { sqlstate: 'OA006' });
   }
   await withClient(db, async (client) => {
     const inBlock = await openSavepoint(client);

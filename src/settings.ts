@@ -104,8 +104,9 @@ type Descriptor = typeof settingsDescriptor;
 export type SettingName = keyof Descriptor;
 
 /**
- * The settings row under TypeScript names: intervals as PostgreSQL prints them ('00:10:00'), integers
- * as numbers, null where a nullable setting is off. See settingsDescriptor for what each one does.
+ * The settings row under TypeScript names: intervals in words, as a person sets them ('10 minutes',
+ * '1 day 2 hours'; see intervalText), integers as numbers, null where a nullable setting is off.
+ * See settingsDescriptor for what each one does.
  */
 export type Settings = {
   -readonly [K in SettingName]:
@@ -120,14 +121,52 @@ export const settingNames = Object.fromEntries(settingEntries.map(([key, d]) => 
   readonly [K in SettingName]: Descriptor[K]['column'];
 };
 
-/** Column list reading every setting under its TypeScript name (intervals as text). */
+const intervalUnits = ['year', 'month', 'day', 'hour', 'minute', 'second'] as const;
+
+/**
+ * An interval's fields, read whatever the session's IntervalStyle: years, months, days, hours,
+ * minutes, seconds (with their fraction) as PostgreSQL keeps them: days and months apart from the time
+ * of day, which it keeps in microseconds ('90 minutes' comes back as 1 hour 30 minutes).
+ */
+function intervalFields(column: string): string {
+  return `case when ${column} is not null then array[${intervalUnits
+    .map((unit) => `extract(${unit} from ${column})`)
+    .join(', ')}]::text[] end`;
+}
+
+/**
+ * An interval in words, in the units it was given: '10 minutes', '1 day 2 hours', '30 seconds', '0'.
+ * PostgreSQL reads the text back as the same interval. (PostgreSQL's own text, '00:10:00', is not
+ * what anyone sets; its styles never print '10 minutes'.) '60 seconds' reads back as '1 minute'.
+ */
+export function intervalText(fields: readonly string[] | null): string | null {
+  if (fields === null) return null;
+  const words = intervalUnits.flatMap((unit, i) => {
+    const n = Number(fields[i]);
+    return n === 0 ? [] : [`${n} ${unit}${Math.abs(n) === 1 ? '' : 's'}`];
+  });
+  return words.length === 0 ? '0' : words.join(' ');
+}
+
+/** Column list reading every setting under its TypeScript name (intervals as their fields). */
 const selectSettings = settingEntries
-  .map(([key, d]) => (d.kind === 'interval' ? `${d.column}::text as "${key}"` : `${d.column} as "${key}"`))
+  .map(([key, d]) => (d.kind === 'interval' ? `${intervalFields(d.column)} as "${key}"` : `${d.column} as "${key}"`))
   .join(', ');
 
+type SettingsRow = Record<SettingName, string[] | number | null>;
+
+function toSettings(row: SettingsRow): Settings {
+  return Object.fromEntries(
+    settingEntries.map(([key, d]) => [
+      key,
+      d.kind === 'interval' ? intervalText(row[key] as string[] | null) : row[key],
+    ]),
+  ) as Settings;
+}
+
 export async function getSettings(db: Db): Promise<Settings> {
-  const rows = await query<Settings>(db, `select ${selectSettings} from order_automation.settings`);
-  return rows[0]!;
+  const rows = await query<SettingsRow>(db, `select ${selectSettings} from order_automation.settings`);
+  return toSettings(rows[0]!);
 }
 
 /** Runs a change of settings, naming a value PostgreSQL could not even read (not an interval, not a number). */
@@ -163,15 +202,16 @@ export async function updateSettings(db: Db, changes: Partial<Settings>): Promis
     ([, { column: c, kind }]) =>
       `${c} = case when $1::jsonb ? '${c}' then ($1::jsonb ->> '${c}')::${kind} else ${c} end`,
   );
-  return judged(
-    async () =>
+  return judged(async () =>
+    toSettings(
       (
-        await query<Settings>(
+        await query<SettingsRow>(
           db,
           `update order_automation.settings set ${assignments.join(', ')} returning ${selectSettings}`,
           [JSON.stringify(byColumn)],
         )
       )[0]!,
+    ),
   );
 }
 
@@ -183,11 +223,21 @@ export interface StoreSettings {
   receiptTimeout: string | null;
 }
 
-const selectStore = `store_id as "storeId", payment_timeout::text as "paymentTimeout", receipt_timeout::text as "receiptTimeout"`;
+const selectStore = `store_id as "storeId", ${intervalFields('payment_timeout')} as "paymentTimeout", ${intervalFields('receipt_timeout')} as "receiptTimeout"`;
+
+type StoreSettingsRow = { storeId: string; paymentTimeout: string[] | null; receiptTimeout: string[] | null };
+
+const toStoreSettings = (row: StoreSettingsRow): StoreSettings => ({
+  storeId: row.storeId,
+  paymentTimeout: intervalText(row.paymentTimeout),
+  receiptTimeout: intervalText(row.receiptTimeout),
+});
 
 /** Every per-store override. */
 export async function getStoreSettings(db: Db): Promise<StoreSettings[]> {
-  return query<StoreSettings>(db, `select ${selectStore} from order_automation.store_settings order by store_id`);
+  return (
+    await query<StoreSettingsRow>(db, `select ${selectStore} from order_automation.store_settings order by store_id`)
+  ).map(toStoreSettings);
 }
 
 /** Sets a store's overrides (null: back to the global setting); keys left out keep their value. */
@@ -200,10 +250,10 @@ export async function setStoreSettings(
     ...(changes.paymentTimeout !== undefined && { payment_timeout: changes.paymentTimeout }),
     ...(changes.receiptTimeout !== undefined && { receipt_timeout: changes.receiptTimeout }),
   });
-  return judged(
-    async () =>
+  return judged(async () =>
+    toStoreSettings(
       (
-        await query<StoreSettings>(
+        await query<StoreSettingsRow>(
           db,
           `
     insert into order_automation.store_settings as s (store_id, payment_timeout, receipt_timeout)
@@ -215,6 +265,7 @@ export async function setStoreSettings(
           [storeId, json],
         )
       )[0]!,
+    ),
   );
 }
 

@@ -1,11 +1,30 @@
 // The shapes the module returns: camelCase views of the package's rows.
 
-/** state codes 0..4 of new_order, by name. */
+/** The states of new_order, by name, in the order of their default codes 0..4. */
 export const orderStates = ['unpaid', 'paid', 'shipped', 'received', 'cancelled'] as const;
 export type OrderState = (typeof orderStates)[number];
 
-export function stateName(code: number | null): OrderState | null {
-  return code === null ? null : (orderStates[code] ?? null);
+/** The codes new_order.state uses (settings state_unpaid ... state_cancelled); getSettings() returns them. */
+export interface StateCodes {
+  stateUnpaid: number;
+  statePaid: number;
+  stateShipped: number;
+  stateReceived: number;
+  stateCancelled: number;
+}
+
+/** @internal The settings key of a state's code: 'cancelled' -> 'stateCancelled'. */
+export const stateCodeKey = (state: OrderState) =>
+  `state${state[0]!.toUpperCase()}${state.slice(1)}` as keyof StateCodes;
+
+/**
+ * The name of a state code: by the default codes 0..4, or by `codes` (an adopted app's, e.g. -1 for
+ * cancelled: pass getSettings(db)); null for a code that is none of them.
+ */
+export function stateName(code: number | null, codes?: StateCodes): OrderState | null {
+  if (code === null) return null;
+  if (codes === undefined) return orderStates[code] ?? null;
+  return orderStates.find((state) => codes[stateCodeKey(state)] === code) ?? null;
 }
 
 export interface Order {

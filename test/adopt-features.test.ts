@@ -6,11 +6,14 @@ import { afterAll, describe, expect, test } from 'vitest';
 import {
   cancelExpiredOrders,
   confirmShippedOrders,
+  doctor,
+  getOrder,
   getStatus,
   holdOrder,
   InvalidSettingError,
   InvalidTransitionError,
   migrate,
+  payOrder,
   paymentStarted,
   placeOrder,
   purgeCancelledOrders,
@@ -242,6 +245,13 @@ describe('state codes changed after an install', () => {
       to: 'cancelled',
       toState: -1,
     });
+    // The API, the refusals and doctor name the states by the codes now set.
+    expect((await getOrder(db.pool, 'x1')).state).toBe('cancelled');
+    await expect(payOrder(db.pool, 'x1')).rejects.toThrow('order x1 cannot change from cancelled (-1) to paid (1)');
+    const settingsCheck = (await doctor(db.url, { schedule: false })).checks.find((c) => c.id === 'settings');
+    expect(settingsCheck?.summary).toMatch(
+      /, bookkeeping full, state codes unpaid 0, paid 1, shipped 2, received 9, cancelled -1$/,
+    );
     // Five different codes, or nothing changes.
     await expect(updateSettings(db.pool, { stateShipped: 9 })).rejects.toBeInstanceOf(InvalidSettingError);
     await expect(updateSettings(db.pool, { stateShipped: 40_000 })).rejects.toBeInstanceOf(InvalidSettingError);

@@ -114,7 +114,7 @@ describe.each(['app', 'database'] as const)(
       const error = await db.pool.query(`update new_order set state = 0 where order_id = 'r3'`).catch((e: Error) => e);
       expect(error).toMatchObject({ code: 'OA001' });
       expect((error as Error).message).toMatch(
-        /^order r3 (was closed by the automation \(payment_timeout|cannot change from state -1)/,
+        /^order r3 (was closed by the automation \(payment_timeout|cannot change from cancelled \(-1\))/,
       );
     });
   },

@@ -1,12 +1,14 @@
 // Adopting an existing shop database: the package installs onto the tables of an app of the classic
 // bookstore course project (its own types, -1 for cancelled, epoch-second times, its own bookkeeping)
 // without changing them, runs the automation on them, and goes away leaving them byte-identical.
+import { readdirSync } from 'node:fs';
 import { afterAll, describe, expect, test } from 'vitest';
 import {
   AdoptionMismatchError,
   AdoptionRequiredError,
   InvalidArgumentError,
   migrate,
+  migrationsDir,
   readOrderEvents,
   type MigrateOptions,
 } from '../src/index.js';
@@ -239,16 +241,21 @@ describe('adopting the app database', () => {
     // The package at work on the adopted tables: a hold, a reminder's mark, the automation.
     await db.pool.query(`select order_automation.hold('new-unpaid', 'a dispute')`);
     await db.pool.query('call order_automation.cancel_expired_orders()');
-    // Partway down to a release before the adopting one is refused (those cannot run on the app's tables).
-    const { rows: since } = await db.pool.query<{ n: number }>(
-      `select count(*)::int as n from public.order_automation_migrations where name >= '0005_adopt'`,
-    );
-    await expect(migrate(db.url, { direction: 'down', count: since[0]!.n })).rejects.toBeInstanceOf(
-      InvalidArgumentError,
-    );
+    // Partway down, past the adopting release, is refused (the releases before it cannot run on the
+    // app's tables); the releases after it revert alone.
+    const after = readdirSync(migrationsDir).filter((f) => /^\d{4}_\w+\.ts$/.test(f) && f > '0005_adopt.ts').length;
+    await expect(migrate(db.url, { direction: 'down', count: after + 1 })).rejects.toBeInstanceOf(InvalidArgumentError);
+    if (after > 0) {
+      expect((await migrate(db.url, { direction: 'down', count: after })).migrations).toHaveLength(after);
+      await migrate(db.url, { schedule: false });
+    }
     const afterAutomation = await appChecksums(db.pool, columns);
 
-    const down = await migrate(db.url, { direction: 'down' });
+    // Down asks first: it drops the package's history with its rows, never the app's tables.
+    await expect(migrate(db.url, { direction: 'down' })).rejects.toThrow(
+      'migrate --down would drop tables that hold rows: order_automation.order_event, order_automation.run. Nothing was changed.',
+    );
+    const down = await migrate(db.url, { direction: 'down', confirm: true });
     expect(down.migrations.length).toBeGreaterThanOrEqual(3);
     expect(await appDefinitions(db.pool)).toEqual(definitions);
     expect(await appChecksums(db.pool)).toEqual(afterAutomation);
@@ -335,7 +342,7 @@ describe('adopting the app database', () => {
     await db.pool.query(`delete from new_order where order_id = 'n'`);
     await db.pool.query(`update store set stock_level = 10`);
 
-    await migrate(db.url, { direction: 'down' });
+    await migrate(db.url, { direction: 'down', confirm: true });
     expect(await appDefinitions(db.pool)).toEqual(definitions);
     expect(await appChecksums(db.pool)).toEqual(sums);
     expect((await db.pool.query(`select to_regclass('public.new_order_detail') is null as gone`)).rows[0].gone).toBe(

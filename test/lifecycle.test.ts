@@ -12,6 +12,7 @@ import {
   placeOrder,
   readOrderEvents,
   shipOrder,
+  orderStates,
 } from '../src/index.js';
 import { balanceOf, conserved, createTestDatabase, one, seedBookstore, stockOf, type TestDatabase } from './helpers.js';
 
@@ -227,7 +228,10 @@ describe('refused changes', () => {
         db.pool.query('update new_order set state = $2 where order_id = $1', [order.orderId, to]),
       );
       expect(error.code).toBe('OA001');
-      expect(error.message).toBe(`order ${order.orderId} cannot change from state ${from} to state ${to}`);
+      // Named as the TypeScript API names them, with the code a plain UPDATE writes.
+      expect(error.message).toBe(
+        `order ${order.orderId} cannot change from ${orderStates[from]} (${from}) to ${orderStates[to]} (${to})`,
+      );
       expect(await conserved(db.pool)).toEqual(snapshot);
       expect(
         (await one<{ state: number }>(db.pool, 'select state from new_order where order_id = $1', [order.orderId]))
@@ -240,7 +244,7 @@ describe('refused changes', () => {
     const order = await place([['book1', 1, 10]]);
     await expect(shipOrder(db.pool, order.orderId)).rejects.toBeInstanceOf(InvalidTransitionError);
     await expect(confirmReceipt(db.pool, order.orderId)).rejects.toThrow(
-      `order ${order.orderId} cannot change from state 0 to state 3`,
+      `order ${order.orderId} cannot change from unpaid (0) to received (3)`,
     );
   });
 

@@ -24,7 +24,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const db of shops) {
-    await migrate(db.url, { direction: 'down' }).catch(() => undefined);
+    await migrate(db.url, { direction: 'down', confirm: true }).catch(() => undefined);
     await db.drop();
   }
 });

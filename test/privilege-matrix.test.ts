@@ -55,6 +55,8 @@ const expected: Record<string, Decision> = {
   'function order_automation.cancel_order(text)': lifecycle,
   // Any cause but the jobs' own: current_cause() refuses those without the jobs' claim.
   'function order_automation.set_order_state(text,smallint,text)': lifecycle,
+  // Names a state code in the refusals of the lifecycle functions above, which run as the caller.
+  'function order_automation.state_label(integer)': lifecycle,
   // These four run with the caller's rights too, so a shop's row-level security binds them; their
   // events are written by the owner's trigger (tg_new_order__note).
   'function order_automation.payment_started(text,interval)': lifecycle,

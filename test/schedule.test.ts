@@ -9,7 +9,9 @@ import {
   setSchedule,
   getStatus,
   InvalidArgumentError,
+  scheduleProblem,
 } from '../src/index.js';
+import { cronDialect } from '../src/cron.js';
 import { createTestDatabase, type TestDatabase } from './helpers.js';
 
 describe('next fire time of a cron schedule (UTC, as pg_cron 1.4)', () => {
@@ -25,15 +27,54 @@ describe('next fire time of a cron schedule (UTC, as pg_cron 1.4)', () => {
     ['0 0 * * 0', '2026-11-29T00:00:00Z'],
     ['0 0 * * 7', '2026-11-29T00:00:00Z'],
     ['@daily', '2026-11-26T00:00:00Z'],
+    // Month and weekday names, any case, also in ranges (every pg_cron reads them).
+    ['0 9 * * mon-fri', '2026-11-26T09:00:00Z'],
+    ['0 0 1 JAN,Jul *', '2027-01-01T00:00:00Z'],
+    ['0 0 * * Sun', '2026-11-29T00:00:00Z'],
+    // A day field starting with '*' lets the weekday decide alone, as in cron.
+    ['0 0 */2 * mon', '2026-12-07T00:00:00Z'],
+    // pg_cron 1.5: '$' is the last day of the month; 'N seconds' starts the job N seconds after its last start.
+    ['0 12 $ * *', '2026-11-30T12:00:00Z'],
+    ['0 0 $ feb *', '2027-02-28T00:00:00Z'],
+    ['30 seconds', '2026-11-25T13:08:00Z'],
+    ['1 second', '2026-11-25T13:07:31Z'],
   ])('%s fires next at %s', (schedule, next) => {
     expect(nextFireTime(schedule, from)?.toISOString()).toBe(new Date(next).toISOString());
   });
-  test.each(['', 'nonsense', '61 * * * *', '* * * *', '*/0 * * * *'])(
-    '%j is not a schedule it can read: null',
-    (schedule) => {
-      expect(nextFireTime(schedule, from)).toBeNull();
-    },
-  );
+  test.each([
+    '',
+    'nonsense',
+    '61 * * * *',
+    '* * * *',
+    '*/0 * * * *',
+    '1/5 * * * *',
+    '0 0 * * funday',
+    '0 0 $ * * *',
+    '60 seconds',
+    '0 seconds',
+    '@reboot',
+    '@HOURLY',
+  ])('%j is not a schedule it can read: null', (schedule) => {
+    expect(nextFireTime(schedule, from)).toBeNull();
+  });
+});
+
+describe('which pg_cron reads a schedule', () => {
+  test.each([
+    ['* * * * *', null, null],
+    ['0 9 * * mon-fri', '1.4-1', null],
+    ['30 seconds', '1.5', null],
+    ['30 seconds', '1.6.4', null],
+    ['0 0 $ * *', '1.5.2', null],
+    ['30 seconds', '1.4-1', /needs pg_cron 1\.5 or later and this server has pg_cron 1\.4-1/],
+    ['0 0 $ * *', '1.4-1', /needs pg_cron 1\.5 or later for "\$"/],
+    ['30 seconds', null, /this server has no pg_cron/],
+    ['every so often', '1.6', /is not a cron schedule pg_cron accepts/],
+  ])('%j on pg_cron %s: %s', (schedule, version, problem) => {
+    const found = scheduleProblem(schedule, version);
+    if (problem === null) expect(found).toBeNull();
+    else expect(found).toMatch(problem);
+  });
 });
 
 describe('schedule and history in a database', () => {
@@ -83,6 +124,27 @@ describe('schedule and history in a database', () => {
     }
     expect((await db.pool.query('select batch_size from order_automation.settings')).rows[0].batch_size).toBe(8);
     await db.pool.query('update order_automation.settings set batch_size = 500');
+  });
+
+  test("a schedule this server's pg_cron cannot read is refused (OA006) and nothing changes; one it reads is kept", async () => {
+    const version = (
+      await db.pool.query(`select default_version v from pg_available_extensions where name = 'pg_cron'`)
+    ).rows[0]?.v as string | undefined;
+    const before = (await getStatus(db.pool)).jobs.find((j) => j.job === 'confirm_shipped_orders')!.schedule;
+    const seconds = setSchedule(db.pool, 'confirm_shipped_orders', { schedule: '30 seconds' });
+    if (cronDialect(version ?? null).seconds) await seconds;
+    else {
+      await expect(seconds).rejects.toThrow(
+        new RegExp(`needs pg_cron 1\\.5 or later and this server has pg_cron ${version}`),
+      );
+      await expect(seconds).rejects.toBeInstanceOf(InvalidArgumentError);
+      expect((await getStatus(db.pool)).jobs.find((j) => j.job === 'confirm_shipped_orders')!.schedule).toBe(before);
+    }
+    await setSchedule(db.pool, 'confirm_shipped_orders', { schedule: '0 9 * * MON-fri' });
+    expect((await getStatus(db.pool)).jobs.find((j) => j.job === 'confirm_shipped_orders')!.schedule).toBe(
+      '0 9 * * MON-fri',
+    );
+    await setSchedule(db.pool, 'confirm_shipped_orders', { schedule: before });
   });
 
   test('purge_history deletes finished runs older than history_retention and keeps the rest', async () => {

@@ -3,6 +3,7 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { getSettings, InvalidSettingError, payOrder, placeOrder, shipOrder, updateSettings } from '../src/index.js';
 import { createTestDatabase, seedBookstore, type TestDatabase } from './helpers.js';
+import { newClient } from './setup/connections.js';
 
 // Each test starts from a fresh install's settings, whatever the one before it changed.
 let db: TestDatabase;
@@ -11,12 +12,13 @@ beforeEach(async () => {
 });
 afterEach(async () => db?.drop());
 
+// Intervals come back in words, as they are set; 60 seconds is kept (and read) as 1 minute.
 const defaults = {
-  paymentTimeout: '00:10:00',
-  receiptTimeout: '00:01:00',
+  paymentTimeout: '10 minutes',
+  receiptTimeout: '1 minute',
   batchSize: 500,
-  maxRunTime: '00:00:50',
-  paymentGrace: '00:05:00',
+  maxRunTime: '50 seconds',
+  paymentGrace: '5 minutes',
   receiptExtension: '3 days',
   remindBefore: null,
   purgeCancelledAfter: null,
@@ -28,7 +30,7 @@ const defaults = {
   stateShipped: 2,
   stateReceived: 3,
   stateCancelled: 4,
-  precision: '00:00:01',
+  precision: '1 second',
 };
 
 describe('settings', () => {
@@ -39,7 +41,7 @@ describe('settings', () => {
   test('changed settings are read back, and untouched ones stay', async () => {
     expect(await updateSettings(db.pool, { paymentTimeout: '15 minutes', batchSize: 250 })).toEqual({
       ...defaults,
-      paymentTimeout: '00:15:00',
+      paymentTimeout: '15 minutes',
       batchSize: 250,
     });
     expect(await updateSettings(db.pool, { paymentTimeout: '10 minutes', batchSize: 500 })).toEqual(defaults);
@@ -68,10 +70,39 @@ describe('settings', () => {
 
   test('nullable settings are switched on with a value and off with null', async () => {
     expect(await updateSettings(db.pool, { remindBefore: '2 minutes', purgeCancelledAfter: '0' })).toMatchObject({
-      remindBefore: '00:02:00',
-      purgeCancelledAfter: '00:00:00',
+      remindBefore: '2 minutes',
+      purgeCancelledAfter: '0',
     });
     expect(await updateSettings(db.pool, { remindBefore: null, purgeCancelledAfter: null })).toEqual(defaults);
+  });
+
+  test.each([
+    ['10 minutes', '10 minutes'],
+    ['1 day 2 hours', '1 day 2 hours'],
+    ['36 hours', '36 hours'],
+    ['90 seconds', '1 minute 30 seconds'],
+    ['1.5 hours', '1 hour 30 minutes'],
+    ['2 weeks', '14 days'],
+    ['1 mon', '1 month'],
+    ['00:00:00.25', '0.25 seconds'],
+    ['PT45M', '45 minutes'],
+  ])('an interval set as %j is read back as %j, whatever the session IntervalStyle', async (set, read) => {
+    const styles = ['postgres', 'iso_8601', 'sql_standard', 'postgres_verbose'];
+    for (const style of styles) {
+      const client = newClient({ connectionString: db.url, options: `-c IntervalStyle=${style}` });
+      await client.connect();
+      try {
+        expect((await updateSettings(client, { paymentTimeout: set })).paymentTimeout, style).toBe(read);
+        expect((await getSettings(client)).paymentTimeout, style).toBe(read);
+        // The words read back are the same interval again.
+        expect((await updateSettings(client, { paymentTimeout: read })).paymentTimeout, style).toBe(read);
+      } finally {
+        await client.end();
+      }
+    }
+    await updateSettings(db.pool, { paymentTimeout: defaults.paymentTimeout });
+    const { rows } = await db.pool.query<{ same: boolean }>(`select $1::interval = $2::interval as same`, [set, read]);
+    expect(rows[0]!.same).toBe(true);
   });
 
   test('the settings table keeps exactly one row', async () => {

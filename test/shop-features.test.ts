@@ -62,7 +62,7 @@ describe('per-store timeouts', () => {
   test('new orders and new shipments of a store with overrides follow them; other stores follow the global settings', async () => {
     await setStoreSettings(db.pool, 'store2', { paymentTimeout: '30 minutes', receiptTimeout: '2 days' });
     expect(await getStoreSettings(db.pool)).toEqual([
-      { storeId: 'store2', paymentTimeout: '00:30:00', receiptTimeout: '2 days' },
+      { storeId: 'store2', paymentTimeout: '30 minutes', receiptTimeout: '2 days' },
     ]);
     const own = await order('store2', 'shipped');
     expect(own.payDeadline!.getTime() - own.createdAt.getTime()).toBe(30 * minute);

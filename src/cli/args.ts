@@ -26,6 +26,8 @@ export const options = {
   after: { type: 'string' },
   limit: { type: 'string' },
   follow: { type: 'boolean', short: 'f' },
+  yes: { type: 'boolean' },
+  verbose: { type: 'boolean' },
 } as const;
 export type OptionName = keyof typeof options;
 const globalOptions: OptionName[] = ['database-url', 'json', 'help', 'version'];

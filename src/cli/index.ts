@@ -52,7 +52,11 @@ export async function main(argv: string[], io: Io = process): Promise<number> {
     if (!command) throw new UsageError(`no command given; the commands are ${Object.keys(commands).join(', ')}`);
     const url = databaseUrl(values['database-url']);
     // Progress goes to stderr, so that stdout holds only the result (and stays valid JSON with --json).
-    const { data, text } = await command.run({
+    const {
+      data,
+      text,
+      exitCode = 0,
+    } = await command.run({
       url,
       args,
       values,
@@ -60,7 +64,7 @@ export async function main(argv: string[], io: Io = process): Promise<number> {
       print: (line) => io.stdout.write(`${line}\n`),
     });
     if (data !== undefined) io.stdout.write(`${values.json ? json(data, 2) : text}\n`);
-    return 0;
+    return exitCode;
   } catch (error) {
     if (error instanceof UsageError) {
       fail(`order-automation: ${oneLine(sentence(error.message))}\nRun order-automation --help for usage.`);

@@ -702,8 +702,8 @@ describe('pg_cron in another database of the server', () => {
       before,
       breaches,
     });
-    // And the installer's down, which reaches pg_cron's database too.
-    await migrate(db.url, { direction: 'down' });
+    // And the installer's down, which reaches pg_cron's database too (confirmed: the shop holds rows).
+    await migrate(db.url, { direction: 'down', confirm: true });
     expect(await cronJobs(cronUrl(), db.name)).toEqual([]);
     const logs = [...(await readLog(db.url)), ...(await readLog(databaseUrl(serverUrl(), cast.ownDatabase)))];
     const superusers = await asSuperuser((c) =>

@@ -22,6 +22,8 @@ import {
   purgeCancelledOrders,
   purgeHistory,
   readOrderEvents,
+  getOrder,
+  doctor,
   releaseOrder,
   setSchedule,
   setStoreSettings,
@@ -315,6 +317,8 @@ describe('a role that may create objects in public cannot hijack the package', (
         'receipt_extended',
         'receipt_timeout',
       ]);
+      expect(await getOrder(owner, 'h1')).toMatchObject({ state: 'received', total: 200, lines: [{}, {}] });
+      expect((await doctor(db.url)).database).toBe(db.name);
       await migrate(owner, { schedule: false }); // already installed: node-pg-migrate's own queries only
     } finally {
       await owner.end();

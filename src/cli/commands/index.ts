@@ -4,6 +4,7 @@
 import { getStatus, migrate, type MigrateOptions, orderStates, type OrderState } from '../../index.js';
 import { noMore, type OptionName, scheduleFromEnv, splitPair, UsageError } from '../args.js';
 import { oneLine, statusText } from '../output.js';
+import { doctorCommand } from './doctor.js';
 import { runCommand, scheduleCommand } from './jobs.js';
 import { eventsCommand, holdCommand, releaseCommand } from './orders.js';
 import { settingsCommand, storeSettingsCommand } from './settings.js';
@@ -21,6 +22,8 @@ export interface Context {
 export interface Result {
   data: unknown;
   text: string;
+  /** Default 0; doctor's 1 says "not all is well" after printing its report. */
+  exitCode?: number;
 }
 
 export interface Command {
@@ -34,10 +37,13 @@ export interface Command {
 
 export const migrateCommand: Command = {
   usage:
-    'migrate [--down] [--no-schedule] [--adopt [--created-at-column <col>] [--shipped-at-column <col>]] [--bookkeeping full|automation] [--state-codes <state>=<code>,...]',
+    'migrate [--down [--yes]] [--no-schedule] [--verbose] [--adopt [--created-at-column <col>] [--shipped-at-column <col>]] [--bookkeeping full|automation] [--state-codes <state>=<code>,...]',
   summary: 'install the package (or, with --down, remove it) and schedule its pg_cron jobs',
   details: `Applies every pending migration in one transaction; running it twice, or twice at once, does no harm.
-  --down          revert every migration: removes the package's schema, tables and pg_cron jobs
+  --down          revert every migration: removes the package's schema, tables and pg_cron jobs (an
+                  adopted app's own tables and rows stay); when a table it drops holds rows, only with --yes
+  --yes           confirm that --down drops the package's tables with their rows
+  --verbose       also print node-pg-migrate's own lines (and, on a failure, the SQL that failed)
   --no-schedule   install without pg_cron jobs (same as ORDER_AUTOMATION_SCHEDULE=off); you then run
                   the automation yourself, e.g. with order-automation run cancel
   --adopt         install onto the shop tables an app created: they and their rows are kept as they are
@@ -52,7 +58,17 @@ export const migrateCommand: Command = {
                   the codes new_order.state uses, if not 0-4, e.g. --state-codes cancelled=-1
                   (states: unpaid, paid, shipped, received, cancelled)
 The last four apply to a first install; later, change the settings with order-automation settings set.`,
-  options: ['down', 'no-schedule', 'adopt', 'created-at-column', 'shipped-at-column', 'bookkeeping', 'state-codes'],
+  options: [
+    'down',
+    'no-schedule',
+    'yes',
+    'verbose',
+    'adopt',
+    'created-at-column',
+    'shipped-at-column',
+    'bookkeeping',
+    'state-codes',
+  ],
   async run({ url, args, values, log }) {
     noMore(args); // "migrate down" is not --down: refuse it rather than migrate up
     const down = values.down === true;
@@ -61,6 +77,8 @@ The last four apply to a first install; later, change the settings with order-au
       schedule: values['no-schedule'] !== true && scheduleFromEnv(),
       log,
       ...adoptOptions(values),
+      verbose: values.verbose === true,
+      confirm: values.yes === true,
     });
     const lines = result.migrations.map((name) => `${down ? 'reverted' : 'applied'} ${name}`);
     if (lines.length === 0) lines.push(down ? 'nothing to revert' : 'already up to date: no migration to apply');
@@ -127,4 +145,5 @@ export const commands: Record<string, Command> = {
   release: releaseCommand,
   schedule: scheduleCommand,
   events: eventsCommand,
+  doctor: doctorCommand,
 };
