@@ -26,26 +26,28 @@ async function seedDemo(pool: pg.Pool): Promise<void> {
     insert into user_store (store_id, user_id) values ('demo-store', 'demo-seller') on conflict do nothing;
     insert into store (store_id, book_id, stock_level) values ('demo-store', 'demo-book', 10) on conflict do nothing;`);
   const tag = Date.now().toString(36);
-  // One order nobody pays, and one shipped order nobody confirms: both due in about 20 seconds.
+  // One order nobody pays, and one shipped order nobody confirms: both due 20 seconds past pg_cron's
+  // next minute tick. That tick's run waits for deadlines, so both are processed at their deadline,
+  // within a second, not at a tick.
+  const dueAt = `date_trunc('minute', now()) + interval '1 minute 20 seconds'`;
   await pool.query(
     `select order_automation.place_order($1, 'demo-buyer', 'demo-store', '[{"book_id":"demo-book","count":2,"price":1500}]')`,
     [`unpaid-${tag}`],
   );
-  await pool.query(`update new_order set pay_deadline = now() + interval '20 seconds' where order_id = $1`, [
-    `unpaid-${tag}`,
-  ]);
+  await pool.query(`update new_order set pay_deadline = ${dueAt} where order_id = $1`, [`unpaid-${tag}`]);
   await pool.query(
     `select order_automation.place_order($1, 'demo-buyer', 'demo-store', '[{"book_id":"demo-book","count":1,"price":2500}]')`,
     [`shipped-${tag}`],
   );
   await pool.query('select order_automation.pay_order($1), order_automation.ship_order($1)', [`shipped-${tag}`]);
-  await pool.query(`update new_order set receipt_deadline = now() + interval '20 seconds' where order_id = $1`, [
-    `shipped-${tag}`,
-  ]);
+  await pool.query(`update new_order set receipt_deadline = ${dueAt} where order_id = $1`, [`shipped-${tag}`]);
   console.log(
     `demo: placed unpaid-${tag} (2 x demo-book, never paid) and shipped-${tag} (paid, shipped, never confirmed).`,
   );
-  console.log('demo: both deadlines pass in 20 s; pg_cron runs every minute, so watch for the events below.');
+  const { rows } = await pool.query<{ due: Date }>(`select ${dueAt} as due`);
+  console.log(
+    `demo: both deadlines pass at ${time(rows[0]!.due)}, 20 s after pg_cron's next tick, whose run waits for them: watch for the events below.`,
+  );
 }
 
 async function shelfAndBalance(pool: pg.Pool): Promise<string> {
