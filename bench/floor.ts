@@ -14,10 +14,13 @@ export interface Floor {
   batchSize: number | null;
 }
 
-// $1: as_of; $2: the orders of one batch, or null for every due order.
+// $1: as_of; $2: the orders of one batch, or null for every due order. The predicate of the due
+// indexes (orders marked failed left out) is repeated, so that the floor reads them as the jobs do.
 const DUE: Record<Job, string> = {
-  cancel: 'o.state = 0 and o.pay_deadline <= $1 and ($2::text[] is null or o.order_id = any ($2))',
-  confirm: 'o.state = 2 and o.receipt_deadline <= $1 and ($2::text[] is null or o.order_id = any ($2))',
+  cancel:
+    'o.state = 0 and (o.failed_state is null or o.failed_state <> 0) and o.pay_deadline <= $1 and ($2::text[] is null or o.order_id = any ($2))',
+  confirm:
+    'o.state = 2 and (o.failed_state is null or o.failed_state <> 2) and o.receipt_deadline <= $1 and ($2::text[] is null or o.order_id = any ($2))',
 };
 
 const STATEMENTS: Record<Job, string> = {

@@ -36,11 +36,12 @@ create table public.new_order (
   cancelled_at timestamptz,
   pay_deadline timestamptz,
   receipt_deadline timestamptz,
-  -- Kept by order_automation: a hold, the one receipt extension, the last reminder.
+  -- Kept by order_automation: a hold, the one receipt extension, the last reminder, a failing order.
   held_at timestamptz,
   hold_reason text,
   receipt_extended_at timestamptz,
   reminded_state smallint,
+  failed_state smallint,
   constraint "order_id is at most 255 characters" check (length(order_id) <= 255),
   constraint "hold_reason is at most 1000 characters" check (length(hold_reason) <= 1000)
 );
@@ -51,6 +52,8 @@ comment on column public.new_order.held_at is
   'Set by order_automation.hold(): a held order is neither auto-cancelled nor auto-confirmed';
 comment on column public.new_order.reminded_state is
   'The state whose due-soon reminder was written (order_automation remind_before): once per order and state';
+comment on column public.new_order.failed_state is
+  'The state in which order_automation last failed to process the order (order_automation.failing_order): it then leaves that state''s due index, and later runs retry it after the orders never tried';
 
 create table public.new_order_detail (
   order_id text references public.new_order,
@@ -61,9 +64,12 @@ create table public.new_order_detail (
 );
 
 -- What the automation probes every tick: only the orders that can still become due are indexed,
--- so a tick with nothing due is an index probe however large the table grows.
-create index new_order_pay_deadline_due on public.new_order (pay_deadline) where state = 0 and held_at is null;
-create index new_order_receipt_deadline_due on public.new_order (receipt_deadline) where state = 2 and held_at is null;
+-- so a tick with nothing due is an index probe however large the table grows. Orders it failed to
+-- process in that state are left out too: thousands of them cost a probe nothing.
+create index new_order_pay_deadline_due on public.new_order (pay_deadline)
+  where state = 0 and held_at is null and (failed_state is null or failed_state <> 0);
+create index new_order_receipt_deadline_due on public.new_order (receipt_deadline)
+  where state = 2 and held_at is null and (failed_state is null or failed_state <> 2);
 -- What purge_cancelled_orders probes.
 create index new_order_cancelled_at on public.new_order (cancelled_at) where state = 4;
 create index new_order_user_id on public.new_order (user_id);

@@ -167,9 +167,30 @@ create table order_automation.order_failure (
 );
 create index order_failure_run on order_automation.order_failure (run_id);
 comment on table order_automation.order_failure is
-  'Orders a run skipped because processing them raised an error; they are retried by the next run';
+  'Orders a run skipped because processing them raised an error, with the error: the first 100 of each run (run.failed counts them all; failing_order keeps each failing order once)';
 comment on column order_automation.order_failure.step is
   'NULL: the job''s own work on the order; remind_due_soon: a reminder that could not be written (order_id NULL: the whole step failed)';
+
+-- The orders a job is failing to process, one row each, whatever how many runs tried them: what runs
+-- retry (after the orders never tried, least recently tried first) and what the status counts. Its
+-- size follows the orders that fail, never the runs; a run that processes an order deletes its row.
+create table order_automation.failing_order (
+  job text not null,
+  order_id text not null,
+  failures integer not null default 1,
+  first_failed_at timestamptz not null default clock_timestamp(),
+  last_failed_at timestamptz not null default clock_timestamp(),
+  sqlstate text not null,
+  message text not null,
+  -- When a run last tried it, or passed it over (held, or its deadline moved ahead): the order of retries.
+  tried_at timestamptz not null default clock_timestamp(),
+  -- No reference: the run log is purged after history_retention, a failing order stays.
+  last_run_id bigint,
+  primary key (job, order_id)
+);
+create index failing_order_tried on order_automation.failing_order (job, tried_at);
+comment on table order_automation.failing_order is
+  'Orders a job failed to process, one row per order and job, with how many times and the last error: runs retry them after every order never tried, least recently tried first, and stop at the first batch that fails again; processing one deletes its row';
 
 create table order_automation.job (
   job text primary key,

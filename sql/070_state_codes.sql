@@ -15,15 +15,15 @@ begin
   -- in one transaction: a concurrent tick waits for the new index rather than scanning the table.
   drop index if exists public.new_order_pay_deadline_due, public.new_order_receipt_deadline_due,
     public.new_order_cancelled_at;
-  execute format('create index new_order_pay_deadline_due on public.new_order (pay_deadline) where state = %s and held_at is null',
-                 s.state_unpaid);
-  execute format('create index new_order_receipt_deadline_due on public.new_order (receipt_deadline) where state = %s and held_at is null',
-                 s.state_shipped);
+  execute format('create index new_order_pay_deadline_due on public.new_order (pay_deadline)
+                    where state = %1$s and held_at is null and (failed_state is null or failed_state <> %1$s)', s.state_unpaid);
+  execute format('create index new_order_receipt_deadline_due on public.new_order (receipt_deadline)
+                    where state = %1$s and held_at is null and (failed_state is null or failed_state <> %1$s)', s.state_shipped);
   execute format('create index new_order_cancelled_at on public.new_order (cancelled_at) where state = %s',
                  s.state_cancelled);
 end $$;
 comment on function order_automation.index_state_codes() is
-  'Rebuilds the partial indexes of new_order the automation probes (unpaid and shipped orders by deadline, cancelled ones by time) for the state codes in settings';
+  'Rebuilds the partial indexes of new_order the automation probes (unpaid and shipped orders by deadline, but those it failed to process in that state; cancelled ones by time) for the state codes in settings';
 
 create or replace function order_automation.tg_settings__state_codes() returns trigger
 language plpgsql

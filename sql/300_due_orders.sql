@@ -1,5 +1,11 @@
 -- The two automations: cancel unpaid orders past pay_deadline, confirm shipped orders past
 -- receipt_deadline. Batches of batch_size, a COMMIT after each, skipping rows others are changing.
+--
+-- Orders a job fails to process (an app's trigger refusing them, a book renamed in the store) must
+-- not starve the others: each is recorded once in failing_order and leaves the due scans; runs
+-- retry them only after every order never tried, least recently tried first, and stop at the first
+-- batch of retries that fails again. Thousands of failing orders cost a run one batch of retries,
+-- and a waiting run's probes nothing.
 
 create or replace function order_automation.due_orders(job text, as_of timestamptz, batch_size integer, skip_ids text[])
 returns text[]
@@ -14,22 +20,33 @@ declare
   ids text[];
   s order_automation.settings := (select x from order_automation.settings x);
 begin
-  -- Locks up to batch_size due orders, oldest deadline first, skipping rows others are changing.
-  -- One static query per job, each matching its partial index.
+  -- Locks up to batch_size due orders, oldest deadline first, skipping rows others are changing and
+  -- orders the job is failing to process (retry_failing_batch retries those). One static query per
+  -- job, each matching its partial index, which leaves out the orders marked failed in that state;
+  -- the probe of failing_order keeps out those an app's trigger would not let be marked (offset 0:
+  -- one primary-key probe per order read, never a scan of failing_order).
   case due_orders.job
     when 'cancel_expired_orders' then
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = s.state_unpaid and o.held_at is null and o.pay_deadline <= due_orders.as_of
+               where o.state = s.state_unpaid and o.held_at is null
+                 and (o.failed_state is null or o.failed_state <> s.state_unpaid)
+                 and o.pay_deadline <= due_orders.as_of
                  and o.order_id <> all (due_orders.skip_ids)
+                 and not exists (select from order_automation.failing_order f
+                                  where f.job = due_orders.job and f.order_id = o.order_id offset 0)
                order by o.pay_deadline
                limit due_orders.batch_size
                  for no key update skip locked) d;
     when 'confirm_shipped_orders' then
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = s.state_shipped and o.held_at is null and o.receipt_deadline <= due_orders.as_of
+               where o.state = s.state_shipped and o.held_at is null
+                 and (o.failed_state is null or o.failed_state <> s.state_shipped)
+                 and o.receipt_deadline <= due_orders.as_of
                  and o.order_id <> all (due_orders.skip_ids)
+                 and not exists (select from order_automation.failing_order f
+                                  where f.job = due_orders.job and f.order_id = o.order_id offset 0)
                order by o.receipt_deadline
                limit due_orders.batch_size
                  for no key update skip locked) d;
@@ -39,6 +56,8 @@ begin
                where o.state = s.state_cancelled
                  and o.cancelled_at <= due_orders.as_of - s.purge_cancelled_after
                  and o.order_id <> all (due_orders.skip_ids)
+                 and not exists (select from order_automation.failing_order f
+                                  where f.job = due_orders.job and f.order_id = o.order_id offset 0)
                order by o.cancelled_at
                limit due_orders.batch_size
                  for update skip locked) d;
@@ -46,7 +65,7 @@ begin
   return coalesce(ids, '{}'::text[]);
 end $$;
 comment on function order_automation.due_orders(text, timestamptz, integer, text[]) is
-  'Locks and returns up to batch_size orders a job must process at as_of (held orders never are), skipping skip_ids and rows locked by others';
+  'Locks and returns up to batch_size orders a job must process at as_of (held orders never are), skipping skip_ids, the orders the job is failing to process (failing_order) and rows locked by others';
 
 create or replace function order_automation.process_orders(
   job text, ids text[], out processed bigint, out max_lateness interval
@@ -91,6 +110,138 @@ end $$;
 comment on function order_automation.process_orders(text, text[]) is
   'Applies a job to orders due_orders() locked: cancel (unpaid ones), confirm (shipped ones), or delete (cancelled ones), none of them held; returns how many, and the latest after its deadline that one was processed';
 
+
+create or replace function order_automation.process_batch(
+  job text, ids text[], run_id bigint, retrying boolean,
+  out processed bigint, out failed text[], out max_lateness interval
+)
+language plpgsql
+-- As the package's owner: only its routines write failing_order, so that no row of it is deleted
+-- while its order is marked failed (that order would be left out of the due scans and retried never).
+-- Whoever may call it can do no more than the job: process_orders re-checks every order's state.
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  s order_automation.settings := (select x from order_automation.settings x);
+  job_state smallint := case process_batch.job when 'cancel_expired_orders' then s.state_unpaid
+                                                when 'confirm_shipped_orders' then s.state_shipped
+                                                else s.state_cancelled end;
+  one_by_one boolean := false;
+  one text;
+  one_processed bigint;
+  one_lateness interval;
+  err_state text;
+  err_message text;
+  err_states text[] := '{}'::text[];
+  err_messages text[] := '{}'::text[];
+  logged bigint;
+begin
+  processed := 0;
+  failed := '{}'::text[];
+  if coalesce(cardinality(process_batch.ids), 0) = 0 then
+    return;
+  end if;
+  begin
+    select p.processed, p.max_lateness into processed, max_lateness
+      from order_automation.process_orders(process_batch.job, process_batch.ids) p;
+  exception
+    when lock_not_available or deadlock_detected then raise;
+    when others then one_by_one := true;  -- some order of the batch is bad: find it below
+  end;
+
+  -- One order broke the batch (an app's own trigger raising for it, say): take the batch again
+  -- order by order, so only the bad ones are skipped and recorded, and every other one is processed.
+  -- Order by order, each order's bookkeeping would lock its shelves or its seller's balance in the
+  -- batch's order, not in the sorted order every set-based writer (another runner's batch) uses:
+  -- the two would deadlock. So first lock, sorted, every row the batch's bookkeeping can touch; the
+  -- locks are kept until the batch commits, whatever order the orders then come in.
+  if one_by_one then
+    if process_batch.job = 'confirm_shipped_orders' then
+      perform 1 from public."user" u
+       where u.user_id in (select us.user_id from public.new_order o join public.user_store us on us.store_id = o.store_id
+                            where o.order_id = any (process_batch.ids))
+       order by u.user_id
+         for no key update;
+    elsif process_batch.job = 'cancel_expired_orders' then
+      perform 1 from public.store st
+       where (st.store_id, st.book_id) in (select o.store_id, d.book_id from public.new_order o
+                                             join public.new_order_detail d on d.order_id = o.order_id
+                                            where o.order_id = any (process_batch.ids))
+       order by st.store_id, st.book_id
+         for no key update of st;
+    end if;
+    foreach one in array process_batch.ids loop
+      begin
+        select p.processed, p.max_lateness into one_processed, one_lateness
+          from order_automation.process_orders(process_batch.job, array[one]) p;
+        processed := processed + one_processed;
+        max_lateness := greatest(max_lateness, one_lateness);
+      exception
+        when lock_not_available or deadlock_detected then raise;
+        when others then
+          get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
+          failed := failed || one;
+          err_states := err_states || err_state;
+          err_messages := err_messages || err_message;
+      end;
+    end loop;
+  end if;
+
+  -- Retried orders processed at last (no longer in the job's state) are failing no more.
+  if process_batch.retrying then
+    delete from order_automation.failing_order f
+     where f.job = process_batch.job and f.order_id = any (process_batch.ids) and not f.order_id = any (failed)
+       and not exists (select from public.new_order o where o.order_id = f.order_id and o.state = job_state);
+  end if;
+  if cardinality(failed) = 0 then
+    return;
+  end if;
+
+  -- The run's log keeps the first 100 failures it meets, so that a run meeting thousands of failing
+  -- orders writes a bounded log (run.failed counts them all); failing_order keeps each failing order
+  -- once, with how many times it failed and its last error.
+  select count(*) into logged
+    from (select from order_automation.order_failure f
+           where f.run_id = process_batch.run_id and f.step is null limit 100) x;
+  insert into order_automation.order_failure (run_id, order_id, sqlstate, message)
+  select process_batch.run_id, u.order_id, u.sqlstate, u.message
+    from unnest(failed, err_states, err_messages) with ordinality u(order_id, sqlstate, message, n)
+   order by u.n
+   limit greatest(100 - logged, 0);
+  insert into order_automation.failing_order as f (job, order_id, sqlstate, message, last_run_id)
+  select process_batch.job, u.order_id, u.sqlstate, u.message, process_batch.run_id
+    from unnest(failed, err_states, err_messages) u(order_id, sqlstate, message)
+  on conflict on constraint failing_order_pkey do update
+    set failures = f.failures + 1, last_failed_at = excluded.last_failed_at, tried_at = excluded.tried_at,
+        sqlstate = excluded.sqlstate, message = excluded.message, last_run_id = excluded.last_run_id;
+
+  -- Marked failed in their state, the orders leave its due index: however many fail, the due scans
+  -- and the waiter's probes never walk them again. An app's trigger may refuse even this update:
+  -- such an order stays in the index, and its failing_order row keeps it out of the due scans.
+  -- (Cancelled orders are not marked: the purge's index holds them all, and its failures are rare.)
+  if process_batch.job <> 'purge_cancelled_orders' then
+    begin
+      update public.new_order o set failed_state = job_state
+       where o.order_id = any (failed) and o.state = job_state and o.failed_state is distinct from job_state;
+    exception
+      when lock_not_available or deadlock_detected then raise;
+      when others then
+        foreach one in array failed loop
+          begin
+            update public.new_order o set failed_state = job_state
+             where o.order_id = one and o.state = job_state and o.failed_state is distinct from job_state;
+          exception
+            when lock_not_available or deadlock_detected then raise;
+            when others then null;  -- left in the index, kept out of the due scans by failing_order
+          end;
+        end loop;
+    end;
+  end if;
+end $$;
+comment on function order_automation.process_batch(text, text[], bigint, boolean) is
+  'Processes orders a run locked (set-based, else order by order); records those that fail in failing_order (and the run''s first 100 in order_failure) and marks them failed in their state; retrying: deletes the failing_order rows of those processed. Returns how many were processed, the failed ones, and the latest after its deadline one was';
+
 create or replace function order_automation.process_due_batch(
   job text, as_of timestamptz, batch_size integer, run_id bigint, skip_ids text[],
   out processed bigint, out failed text[], out max_lateness interval
@@ -101,67 +252,90 @@ set search_path = pg_catalog, pg_temp
 -- and the next run retries. (No statement_timeout here: PostgreSQL arms it per top-level statement.)
 set lock_timeout = '5s'
 as $$
-declare
-  ids text[] := order_automation.due_orders(process_due_batch.job, process_due_batch.as_of,
-                                            process_due_batch.batch_size, process_due_batch.skip_ids);
-  one text;
-  one_processed bigint;
-  one_lateness interval;
-  err_state text;
-  err_message text;
 begin
-  processed := 0;
-  failed := '{}'::text[];
-  if cardinality(ids) = 0 then
-    return;
-  end if;
-  begin
-    select p.processed, p.max_lateness into processed, max_lateness
-      from order_automation.process_orders(process_due_batch.job, ids) p;
-    return;
-  exception
-    when lock_not_available or deadlock_detected then raise;
-    when others then null;  -- some order of the batch is bad: find it below
-  end;
-
-  -- One order broke the batch (an app's own trigger raising for it, say): take the batch again
-  -- order by order, so only the bad ones are skipped and recorded, and every other one is processed.
-  -- Order by order, each order's bookkeeping would lock its shelves or its seller's balance in the
-  -- batch's order, not in the sorted order every set-based writer (another runner's batch) uses:
-  -- the two would deadlock. So first lock, sorted, every row the batch's bookkeeping can touch; the
-  -- locks are kept until the batch commits, whatever order the orders then come in.
-  if process_due_batch.job = 'confirm_shipped_orders' then
-    perform 1 from public."user" u
-     where u.user_id in (select us.user_id from public.new_order o join public.user_store us on us.store_id = o.store_id
-                          where o.order_id = any (ids))
-     order by u.user_id
-       for no key update;
-  elsif process_due_batch.job = 'cancel_expired_orders' then
-    perform 1 from public.store s
-     where (s.store_id, s.book_id) in (select o.store_id, d.book_id from public.new_order o
-                                         join public.new_order_detail d on d.order_id = o.order_id
-                                        where o.order_id = any (ids))
-     order by s.store_id, s.book_id
-       for no key update of s;
-  end if;
-  foreach one in array ids loop
-    begin
-      select p.processed, p.max_lateness into one_processed, one_lateness
-        from order_automation.process_orders(process_due_batch.job, array[one]) p;
-      processed := processed + one_processed;
-      max_lateness := greatest(max_lateness, one_lateness);
-    exception
-      when lock_not_available or deadlock_detected then raise;
-      when others then
-        get stacked diagnostics err_state = returned_sqlstate, err_message = message_text;
-        insert into order_automation.order_failure (run_id, order_id, sqlstate, message)
-        values (process_due_batch.run_id, one, err_state, err_message);
-        failed := failed || one;
-    end;
-  end loop;
+  select b.processed, b.failed, b.max_lateness into processed, failed, max_lateness
+    from order_automation.process_batch(
+           process_due_batch.job,
+           order_automation.due_orders(process_due_batch.job, process_due_batch.as_of, process_due_batch.batch_size,
+                                       process_due_batch.skip_ids),
+           process_due_batch.run_id, false) b;
 end $$;
 comment on function order_automation.process_due_batch(text, timestamptz, integer, bigint, text[]) is
-  'One batch of a run: processes up to batch_size due orders not in skip_ids; returns how many, the orders that failed (recorded in order_failure), and the latest after its deadline that one was processed';
+  'One batch of a run: processes up to batch_size due orders not in skip_ids and not failing (failing_order); returns how many, the orders that failed (recorded in failing_order), and the latest after its deadline that one was processed';
+
+create or replace function order_automation.retry_failing_batch(
+  job text, as_of timestamptz, batch_size integer, run_id bigint,
+  out processed bigint, out failed text[], out max_lateness interval
+)
+language plpgsql
+-- As the package's owner, as process_batch: only the package's routines write failing_order.
+security definer
+set search_path = pg_catalog, pg_temp
+-- Deadlines are instants: '1 day' is 24 hours whatever the caller's TimeZone (no DST shift).
+set timezone = 'UTC'
+set lock_timeout = '5s'
+set plan_cache_mode = force_custom_plan
+as $$
+declare
+  s order_automation.settings := (select x from order_automation.settings x);
+  from_state smallint := case retry_failing_batch.job when 'cancel_expired_orders' then s.state_unpaid
+                                                       when 'confirm_shipped_orders' then s.state_shipped
+                                                       else s.state_cancelled end;
+  ids text[];
+begin
+  -- An order that left the job's state (paid, cancelled or deleted by the shop) is failing no more.
+  -- Never tried again, its row comes to the front of the line: the front is tidied at each batch
+  -- (twice a batch of rows, one primary-key probe each). Rows another run holds are skipped, never
+  -- waited for.
+  delete from order_automation.failing_order f
+   where f.job = retry_failing_batch.job
+     and f.order_id in (select g.order_id from order_automation.failing_order g
+                         where g.job = retry_failing_batch.job
+                           and g.order_id = any (array(select h.order_id from order_automation.failing_order h
+                                                        where h.job = retry_failing_batch.job
+                                                        order by h.tried_at
+                                                        limit 2 * retry_failing_batch.batch_size))
+                           and not exists (select from public.new_order o
+                                            where o.order_id = g.order_id and o.state = from_state offset 0)
+                           for update skip locked);
+  -- The failing orders of the job tried least recently (not by this run) and due, locked as
+  -- due_orders locks them (rows others are changing skipped): the failing_order rows in the order
+  -- of their last try, each order by its primary key. Those held or not yet due are passed over.
+  case retry_failing_batch.job
+    when 'cancel_expired_orders' then
+      select array_agg(d.order_id) into ids
+        from (select o.order_id from order_automation.failing_order f
+                join public.new_order o on o.order_id = f.order_id
+               where f.job = retry_failing_batch.job and f.last_run_id is distinct from retry_failing_batch.run_id
+                 and o.state = s.state_unpaid and o.held_at is null and o.pay_deadline <= retry_failing_batch.as_of
+               order by f.tried_at
+               limit retry_failing_batch.batch_size
+                 for no key update of o skip locked) d;
+    when 'confirm_shipped_orders' then
+      select array_agg(d.order_id) into ids
+        from (select o.order_id from order_automation.failing_order f
+                join public.new_order o on o.order_id = f.order_id
+               where f.job = retry_failing_batch.job and f.last_run_id is distinct from retry_failing_batch.run_id
+                 and o.state = s.state_shipped and o.held_at is null and o.receipt_deadline <= retry_failing_batch.as_of
+               order by f.tried_at
+               limit retry_failing_batch.batch_size
+                 for no key update of o skip locked) d;
+    when 'purge_cancelled_orders' then
+      select array_agg(d.order_id) into ids
+        from (select o.order_id from order_automation.failing_order f
+                join public.new_order o on o.order_id = f.order_id
+               where f.job = retry_failing_batch.job and f.last_run_id is distinct from retry_failing_batch.run_id
+                 and o.state = s.state_cancelled
+                 and o.cancelled_at <= retry_failing_batch.as_of - s.purge_cancelled_after
+               order by f.tried_at
+               limit retry_failing_batch.batch_size
+                 for update of o skip locked) d;
+  end case;
+  select b.processed, b.failed, b.max_lateness into processed, failed, max_lateness
+    from order_automation.process_batch(retry_failing_batch.job, ids, retry_failing_batch.run_id, true) b;
+end $$;
+comment on function order_automation.retry_failing_batch(text, timestamptz, integer, bigint) is
+  'One batch of retries: forgets the failing orders at the front of the line that left the job''s state; locks up to batch_size orders of failing_order the job tried least recently (not by run_id) and still due, and processes them as process_due_batch does. Returns how many were processed, those that failed again, and the latest after its deadline one was';
 
 create or replace function order_automation.remind_due_soon(
   job text, as_of timestamptz, run_id bigint default null, max_orders integer default 500
@@ -194,6 +368,7 @@ begin
     return 0;
   end if;
   soon_state := case remind_due_soon.job when 'cancel_expired_orders' then unpaid else shipped end;
+  -- Each query matches its state's due index (orders marked failed left out: they are past due).
   -- A reminder is a side step of the run: best effort. Rows others hold are skipped (reminded by a
   -- later run), a row that fails is skipped and recorded, at most max_orders are taken per run, and
   -- nothing here ever fails the run (but a cancel, which the run records).
@@ -206,7 +381,7 @@ begin
     if soon_state = unpaid then
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = unpaid and o.held_at is null
+               where o.state = unpaid and o.held_at is null and (o.failed_state is null or o.failed_state <> unpaid)
                  and o.pay_deadline > remind_due_soon.as_of and o.pay_deadline <= horizon
                  and o.reminded_state is distinct from unpaid
                order by o.pay_deadline
@@ -215,7 +390,7 @@ begin
     else
       select array_agg(d.order_id) into ids
         from (select o.order_id from public.new_order o
-               where o.state = shipped and o.held_at is null
+               where o.state = shipped and o.held_at is null and (o.failed_state is null or o.failed_state <> shipped)
                  and o.receipt_deadline > remind_due_soon.as_of and o.receipt_deadline <= horizon
                  and o.reminded_state is distinct from shipped
                order by o.receipt_deadline
@@ -293,8 +468,8 @@ comment on function order_automation.write_reminders(smallint, text[]) is
 -- They cannot SET lock_timeout either: they set it at the start of each of their transactions, so a
 -- lock held forever on one of the package's tables ends the run instead of hanging the schedule.
 create or replace procedure order_automation.run_due_orders_in_batches(
-  jobs text[], run_ids bigint[], as_of timestamptz, batch_size integer, stop_at timestamptz,
-  inout skip_ids text[], inout error_job text, inout error_state text, inout error_message text
+  jobs text[], run_ids bigint[], as_of timestamptz, batch_size integer, stop_at timestamptz, retry boolean,
+  inout error_job text, inout error_state text, inout error_message text
 )
 language plpgsql
 as $$
@@ -303,6 +478,7 @@ declare
   batch_processed bigint;
   batch_failed pg_catalog.text[];
   batch_lateness interval;
+  retry_size integer;
 begin
   -- One batch of each job in turn, so that a backlog of one job never holds the other's deadlines
   -- back; a commit after each batch.
@@ -315,7 +491,7 @@ begin
         select b.processed, b.failed, b.max_lateness into batch_processed, batch_failed, batch_lateness
           from order_automation.process_due_batch(
                  run_due_orders_in_batches.jobs[i], run_due_orders_in_batches.as_of, run_due_orders_in_batches.batch_size,
-                 run_due_orders_in_batches.run_ids[i], run_due_orders_in_batches.skip_ids) b;
+                 run_due_orders_in_batches.run_ids[i], '{}'::pg_catalog.text[]) b;
       -- query_canceled too (a cancel request, a caller's statement_timeout): the run records it, then re-raises.
       exception when others or query_canceled then
         get stacked diagnostics error_state = returned_sqlstate, error_message = message_text;
@@ -324,7 +500,6 @@ begin
       end;
       -- Nothing done, nothing written: a pass that finds nothing due costs no WAL.
       if batch_processed operator(pg_catalog.>) 0 or pg_catalog.cardinality(batch_failed) operator(pg_catalog.>) 0 then
-        skip_ids := skip_ids operator(pg_catalog.||) batch_failed;
         update order_automation.run r
            set processed = r.processed operator(pg_catalog.+) batch_processed,
                failed = r.failed operator(pg_catalog.+) pg_catalog.cardinality(batch_failed),
@@ -338,9 +513,46 @@ begin
       exit rounds when pg_catalog.clock_timestamp() operator(pg_catalog.>=) run_due_orders_in_batches.stop_at;
     end loop;
   end loop;
+
+  -- Then, when asked (once a run: not at each pass of a waiting run) and while time is left, the
+  -- orders that failed before, after every order never tried: batches of them, job by job, until a
+  -- batch fails again. However many are failing, a run spends at most one failing batch a job on
+  -- them (of 100 orders at most: a fraction of a second, which a waiting run's deadlines can spare),
+  -- and the next run takes the next ones; orders fixed meanwhile are all processed.
+  if not run_due_orders_in_batches.retry then
+    return;
+  end if;
+  retry_size := least(run_due_orders_in_batches.batch_size, 100);
+  for i in 1 .. pg_catalog.cardinality(run_due_orders_in_batches.jobs) loop
+    loop
+      exit when pg_catalog.clock_timestamp() operator(pg_catalog.>=) run_due_orders_in_batches.stop_at;
+      perform pg_catalog.set_config('lock_timeout', '5s', true);
+      begin
+        select b.processed, b.failed, b.max_lateness into batch_processed, batch_failed, batch_lateness
+          from order_automation.retry_failing_batch(
+                 run_due_orders_in_batches.jobs[i], run_due_orders_in_batches.as_of, retry_size,
+                 run_due_orders_in_batches.run_ids[i]) b;
+      exception when others or query_canceled then
+        get stacked diagnostics error_state = returned_sqlstate, error_message = message_text;
+        error_job := run_due_orders_in_batches.jobs[i];
+        return;
+      end;
+      if batch_processed operator(pg_catalog.>) 0 or pg_catalog.cardinality(batch_failed) operator(pg_catalog.>) 0 then
+        update order_automation.run r
+           set processed = r.processed operator(pg_catalog.+) batch_processed,
+               failed = r.failed operator(pg_catalog.+) pg_catalog.cardinality(batch_failed),
+               max_lateness = greatest(r.max_lateness, batch_lateness)
+         where r.id operator(pg_catalog.=) run_due_orders_in_batches.run_ids[i];
+      end if;
+      commit;
+      exit when pg_catalog.cardinality(batch_failed) operator(pg_catalog.>) 0
+             or batch_processed operator(pg_catalog.<) retry_size;
+    end loop;
+  end loop;
 end $$;
-comment on procedure order_automation.run_due_orders_in_batches(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text) is
-  'The batch loop of a run: batches of each job in turn (counted in its run row) until every job is drained at as_of or stop_at is reached; stops at the first error, returned in error_*';
+comment on procedure order_automation.run_due_orders_in_batches(text[], bigint[], timestamptz, integer, timestamptz, boolean, text, text, text) is
+  'The batch loop of a run: batches of each job in turn (counted in its run row) until every job is drained at as_of or stop_at is reached; then, if retry, batches (of 100 at most) of each job''s failing orders until one fails again; stops at the first error, returned in error_*';
+
 
 create or replace procedure order_automation.run_due_orders(
   job text, as_of timestamptz, batch_size integer, inout processed bigint
@@ -353,7 +565,6 @@ declare
   run_batch_size integer;
   budget interval;
   started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
-  skip_ids pg_catalog.text[] := '{}'::pg_catalog.text[];
   err_job pg_catalog.text;
   err_state pg_catalog.text;
   err_message pg_catalog.text;
@@ -396,8 +607,8 @@ begin
   commit;
   if err_state is null then
     call order_automation.run_due_orders_in_batches(array[run_due_orders.job], array[run_id], run_as_of, run_batch_size,
-                                           started operator(pg_catalog.+) budget,
-                                           skip_ids, err_job, err_state, err_message);
+                                           started operator(pg_catalog.+) budget, true,
+                                           err_job, err_state, err_message);
   end if;
 
   perform pg_catalog.set_config('lock_timeout', '5s', true);
@@ -412,7 +623,7 @@ begin
   end if;
 end $$;
 comment on procedure order_automation.run_due_orders(text, timestamptz, integer, bigint) is
-  'Runs one job until nothing is due or max_run_time is spent, committing after each batch; records the run in order_automation.run';
+  'Runs one job until nothing is due or max_run_time is spent, committing after each batch, then retries its failing orders until a batch fails again; records the run in order_automation.run';
 
 create or replace procedure order_automation.cancel_expired_orders(
   as_of timestamptz default null, batch_size integer default null, inout cancelled bigint default null

@@ -133,7 +133,6 @@ declare
   first_pay pg_catalog.timestamptz;
   first_receipt pg_catalog.timestamptz;
   first_purge pg_catalog.timestamptz;
-  skip_ids pg_catalog.text[] := '{}'::pg_catalog.text[];
   handed_over boolean := false;
   tick_run_done boolean := false;
   err_job pg_catalog.text;
@@ -205,26 +204,37 @@ begin
         -- A job paused or resumed: the runs end, and new ones start for the jobs to serve now.
         exit passes when serving operator(pg_catalog.<>) jobs or pg_catalog.cardinality(serving) operator(pg_catalog.=) 0;
       end if;
-      -- The earliest open deadline of each job served: an index probe of its partial index (orders
-      -- that failed in this run aside). Each probe is ordered by its deadline and takes the first
-      -- row, so the plan kept for the session walks the index whatever it expects to find (an
+      -- The earliest open deadline of each job served: an index probe of its partial index, which
+      -- leaves out the orders marked failed in that state however many there are (those an app's
+      -- trigger would not let be marked are kept out by a probe of failing_order: offset 0 makes it
+      -- one primary-key probe per order read). Each probe is ordered by its deadline and takes the
+      -- first row, so the plan kept for the session walks the index whatever it expects to find (an
       -- EXISTS, expecting many orders due, would scan the whole table to find none). The state codes
       -- are variables: plan_cache_mode (set below for the session) plans each probe with their
-      -- values, so that it matches the partial index built for those codes.
+      -- values, so that it matches the partial index built for those codes. Failing orders are
+      -- retried by the tick's run only (the next waiting run's), never at each pass.
       select (select o.pay_deadline from public.new_order o
                where 'cancel_expired_orders' operator(pg_catalog.=) any (jobs)
                  and o.state operator(pg_catalog.=) unpaid and o.held_at is null
-                 and o.order_id operator(pg_catalog.<>) all (skip_ids)
+                 and (o.failed_state is null or o.failed_state operator(pg_catalog.<>) unpaid)
+                 and not exists (select from order_automation.failing_order f
+                                  where f.job operator(pg_catalog.=) 'cancel_expired_orders'
+                                    and f.order_id operator(pg_catalog.=) o.order_id offset 0)
                order by o.pay_deadline limit 1),
              (select o.receipt_deadline from public.new_order o
                where 'confirm_shipped_orders' operator(pg_catalog.=) any (jobs)
                  and o.state operator(pg_catalog.=) shipped and o.held_at is null
-                 and o.order_id operator(pg_catalog.<>) all (skip_ids)
+                 and (o.failed_state is null or o.failed_state operator(pg_catalog.<>) shipped)
+                 and not exists (select from order_automation.failing_order f
+                                  where f.job operator(pg_catalog.=) 'confirm_shipped_orders'
+                                    and f.order_id operator(pg_catalog.=) o.order_id offset 0)
                order by o.receipt_deadline limit 1),
              (select o.cancelled_at operator(pg_catalog.+) purge_after from public.new_order o
                where 'purge_cancelled_orders' operator(pg_catalog.=) any (jobs)
                  and o.state operator(pg_catalog.=) cancelled
-                 and o.order_id operator(pg_catalog.<>) all (skip_ids)
+                 and not exists (select from order_automation.failing_order f
+                                  where f.job operator(pg_catalog.=) 'purge_cancelled_orders'
+                                    and f.order_id operator(pg_catalog.=) o.order_id offset 0)
                order by o.cancelled_at limit 1)
         into first_pay, first_receipt, first_purge;
       due := coalesce(least(first_pay, first_receipt, first_purge) operator(pg_catalog.<=) pass_at, false);
@@ -240,8 +250,8 @@ begin
           run_ids := order_automation.start_runs(jobs, pass_batch_size);
           commit;
         end if;
-        call order_automation.run_due_orders_in_batches(jobs, run_ids, pass_at, pass_batch_size, until,
-                                               skip_ids, err_job, err_state, err_message);
+        call order_automation.run_due_orders_in_batches(jobs, run_ids, pass_at, pass_batch_size, until, false,
+                                               err_job, err_state, err_message);
         exit passes when err_state is not null;
       end if;
       exit passes when pg_catalog.clock_timestamp() operator(pg_catalog.>=) until;
@@ -284,7 +294,7 @@ begin
                    or pg_catalog.cardinality(serving) operator(pg_catalog.=) 0;
     jobs := serving;
     if not tick_run_done then
-      -- The tick's run: reminders, then everything due now, finished at once.
+      -- The tick's run: reminders, everything due now, then the failing orders' retries; finished at once.
       tick_run_done := true;
       pass_batch_size := coalesce(run_due_orders_until_tick.batch_size, (select s.batch_size from order_automation.settings s));
       run_ids := order_automation.start_runs(jobs, pass_batch_size);
@@ -307,8 +317,8 @@ begin
         exit when err_state is not null;
       end loop;
       if err_state is null then
-        call order_automation.run_due_orders_in_batches(jobs, run_ids, pg_catalog.now(), pass_batch_size, until,
-                                               skip_ids, err_job, err_state, err_message);
+        call order_automation.run_due_orders_in_batches(jobs, run_ids, pg_catalog.now(), pass_batch_size, until, true,
+                                               err_job, err_state, err_message);
       end if;
       perform pg_catalog.set_config('lock_timeout', '5s', true);
       processed := processed operator(pg_catalog.+) order_automation.finish_runs(

@@ -68,6 +68,9 @@ begin
     -- (the run log, the failures, locking due orders), and EXECUTE on the routines they call.
     grant select, insert, update, delete on order_automation.run to order_automation_admin;
     grant select, insert on order_automation.order_failure to order_automation_admin;
+    -- Read by the due scans and the status; written only by the owner's routines (process_batch,
+    -- retry_failing_batch): a row deleted by hand would leave its order out of the scans for good.
+    grant select on order_automation.failing_order to order_automation_admin;
     -- Read only: pg_cron's commands are fixed by job_command(), and schedules change through set_schedule().
     grant select on order_automation.job, order_automation.order_event to order_automation_admin;
     grant execute on procedure
@@ -76,13 +79,15 @@ begin
       order_automation.purge_cancelled_orders(timestamptz, integer, bigint),
       order_automation.purge_history(bigint),
       order_automation.run_due_orders(text, timestamptz, integer, bigint),
-      order_automation.run_due_orders_in_batches(text[], bigint[], timestamptz, integer, timestamptz, text[], text, text, text),
+      order_automation.run_due_orders_in_batches(text[], bigint[], timestamptz, integer, timestamptz, boolean, text, text, text),
       order_automation.run_due_orders_until_tick(text, integer, bigint)
       to order_automation_admin;
     grant execute on function
       order_automation.due_orders(text, timestamptz, integer, text[]),
       order_automation.process_due_batch(text, timestamptz, integer, bigint, text[]),
       order_automation.process_orders(text, text[]),
+      order_automation.process_batch(text, text[], bigint, boolean),
+      order_automation.retry_failing_batch(text, timestamptz, integer, bigint),
       order_automation.remind_due_soon(text, timestamptz, bigint, integer),
       -- The waiter: a run started on a connection named pg_cron waits for deadlines, whoever calls it.
       order_automation.run_waits(timestamptz), order_automation.waiter_plan(),

@@ -32,6 +32,7 @@ export const packageColumns: Record<string, string> = {
   hold_reason: 'text',
   receipt_extended_at: 'timestamp with time zone',
   reminded_state: 'smallint',
+  failed_state: 'smallint',
 };
 
 /** The package's indexes on new_order (they share the namespace of every relation in public). */

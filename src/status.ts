@@ -40,7 +40,7 @@ export interface JobStatus {
   /** When pg_cron next starts it (schedule in UTC); null when not scheduled or paused. */
   nextRunAt: Date | null;
   lastRun: LastRun | null;
-  /** Orders the job would process now (null: not an order job). */
+  /** Orders the job would process now, but failing ones (null: not an order job). */
   dueNow: number | null;
   /** Orders held (hold / release), so not processed however due. */
   held: number | null;
@@ -50,6 +50,13 @@ export interface JobStatus {
    * (0: none late); null when they processed none.
    */
   worstLatenessMs: number | null;
+  /**
+   * Orders the job failed to process and is retrying (one row each in order_automation.failing_order,
+   * with the number of failures and the last error); null: not an order job.
+   */
+  failing: number | null;
+  /** When the longest-failing of them first failed; null: none. */
+  failingSince: Date | null;
 }
 
 export interface Status {
@@ -77,6 +84,8 @@ interface JobStatusRow {
   cron_state: 'active' | 'paused' | 'missing' | 'not scheduled' | null;
   cron_schedule: string | null;
   worst_lateness_ms: number | null;
+  failing: string | null;
+  failing_since: Date | null;
   database: string;
 }
 
@@ -160,6 +169,8 @@ export async function getStatus(db: Db): Promise<Status> {
         held: r.held === null ? null : Number(r.held),
         nextDeadline: r.next_deadline,
         worstLatenessMs: r.worst_lateness_ms,
+        failing: r.failing === null ? null : Number(r.failing),
+        failingSince: r.failing_since,
       };
     });
     return { database, jobs, settings, storeSettings };

@@ -107,6 +107,7 @@ describe('adopting the app database', () => {
         'hold_reason text false  ',
         'receipt_extended_at timestamp with time zone false  ',
         'reminded_state smallint false  The state whose due-soon reminder was written (order_automation remind_before): once per order and state',
+        "failed_state smallint false  The state in which order_automation last failed to process the order (order_automation.failing_order): it then leaves that state's due index, and later runs retry it after the orders never tried",
       ].sort(),
     );
     expect(

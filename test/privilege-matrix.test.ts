@@ -32,6 +32,8 @@ const expected: Record<string, Decision> = {
   'table order_automation.order_event': { app: 'SELECT', admin: 'SELECT' },
   'table order_automation.run': { admin: 'DELETE INSERT SELECT UPDATE' },
   'table order_automation.order_failure': { admin: 'INSERT SELECT' },
+  // Read by the due scans and the status; written only by the owner's process_batch and retry_failing_batch.
+  'table order_automation.failing_order': { admin: 'SELECT' },
   'table order_automation.job': { admin: 'SELECT' },
   'table order_automation.job_claim': ownerOnly,
   // The app's tables an adoption kept (empty on a fresh install): the installer's alone.
@@ -73,7 +75,7 @@ const expected: Record<string, Decision> = {
   'procedure order_automation.purge_cancelled_orders(timestamp with time zone,integer,bigint)': automation,
   'procedure order_automation.purge_history(bigint)': automation,
   'procedure order_automation.run_due_orders(text,timestamp with time zone,integer,bigint)': automation,
-  'procedure order_automation.run_due_orders_in_batches(text[],bigint[],timestamp with time zone,integer,timestamp with time zone,text[],text,text,text)':
+  'procedure order_automation.run_due_orders_in_batches(text[],bigint[],timestamp with time zone,integer,timestamp with time zone,boolean,text,text,text)':
     automation,
   'procedure order_automation.run_due_orders_until_tick(text,integer,bigint)': automation,
   'function order_automation.run_waits(timestamp with time zone)': automation,
@@ -85,6 +87,12 @@ const expected: Record<string, Decision> = {
   'function order_automation.due_orders(text,timestamp with time zone,integer,text[])': automation,
   'function order_automation.process_due_batch(text,timestamp with time zone,integer,bigint,text[])': automation,
   'function order_automation.process_orders(text,text[])': { ...automation, definer: true },
+  // As the owner: only the package's routines write failing_order (each re-checks the orders' state).
+  'function order_automation.process_batch(text,text[],bigint,boolean)': { ...automation, definer: true },
+  'function order_automation.retry_failing_batch(text,timestamp with time zone,integer,bigint)': {
+    ...automation,
+    definer: true,
+  },
   'function order_automation.remind_due_soon(text,timestamp with time zone,bigint,integer)': {
     ...automation,
     definer: true,

@@ -152,6 +152,14 @@ export function statusText(status: Status, now: Date): string {
       ['next run', job.nextRunAt ? `${time(job.nextRunAt)} (${relative(job.nextRunAt, now)})` : '-'],
       ['due now', job.dueNow === null ? '-' : String(job.dueNow)],
       ['held', job.held === null ? '-' : String(job.held)],
+      [
+        'failing',
+        job.failing === null
+          ? '-'
+          : job.failing === 0 || !job.failingSince
+            ? '0'
+            : `${job.failing} since ${time(job.failingSince)} (${relative(job.failingSince, now)}; see order_automation.failing_order)`,
+      ],
       ['next deadline', job.nextDeadline ? `${time(job.nextDeadline)} (${relative(job.nextDeadline, now)})` : '-'],
       ['worst lateness', job.worstLatenessMs === null ? '-' : `${lateness(job.worstLatenessMs)} (last 60 runs)`],
     ]);
